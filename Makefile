@@ -1,0 +1,35 @@
+# Two commands for a fresh machine with Python 3 and make: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Every folder under plugins/ is a separately installable distribution.
+PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
+STAMP := $(VENV)/.installed
+# An environment variable, unlike -c, also reaches the isolated builds of sdists (visdom).
+export PIP_CONSTRAINT := $(abspath constraints.txt)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test bench visdom clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) setup.cfg constraints.txt requirements-dev.txt $(addsuffix setup.cfg,$(PLUGINS))
+	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools<81" wheel
+	$(PY) -m pip install --quiet torch==2.13.0 -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e . $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+run: $(STAMP)
+	$(PY) examples/train.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs checkpoints

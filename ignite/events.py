@@ -1,0 +1,73 @@
+"""The training events: the one table that the hook specifications are checked against."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["TrainingEvents"]
+
+
+class TrainingEvents(enum.Enum):
+    """The 13 moments of a run at which handlers and plugin hooks are called, in firing order.
+
+    ::
+
+        TRAINING_STARTED
+          per epoch:
+            EPOCH_STARTED
+            TRAINING_EPOCH_STARTED
+              per batch: TRAINING_ITERATION_STARTED, update, history append,
+                         TRAINING_ITERATION_COMPLETED
+            TRAINING_EPOCH_COMPLETED
+            VALIDATION_STARTING          (only when validation_data was given)
+              per batch: VALIDATION_ITERATION_STARTED, update, history append,
+                         VALIDATION_ITERATION_COMPLETED
+            VALIDATION_COMPLETED         (only when validation_data was given)
+            EPOCH_COMPLETED
+        TRAINING_COMPLETED
+        EXCEPTION_RAISED                 (instead of the rest, on an exception)
+
+    Rules:
+
+    * Every ``*_STARTED``/``*_STARTING`` event that fired is matched by its ``*_COMPLETED``
+      event, also after :meth:`Trainer.terminate` and with empty validation data (a validation
+      run with zero iterations still fires VALIDATION_STARTING and VALIDATION_COMPLETED).
+    * ``terminate()`` ends the run after the iteration in progress: no new iteration,
+      training epoch, validation run or epoch starts after it; the scopes already open close
+      with their COMPLETED events, down to TRAINING_COMPLETED. Called from a
+      TRAINING_ITERATION_* handler it skips that epoch's validation.
+    * On an exception (``KeyboardInterrupt`` included) raised by an update function, a
+      handler or a plugin hook, no further regular event fires: EXCEPTION_RAISED fires once
+      with the exception, which then propagates unchanged. An exception raised while
+      EXCEPTION_RAISED is being handled propagates at once, with the first as its context.
+    * Plugins wrap ad-hoc handlers: at ``*_STARTED``/``*_STARTING`` events plugin hooks run
+      before the handlers; at ``*_COMPLETED`` events and EXCEPTION_RAISED the handlers run
+      first. So a plugin has set things up before user code runs, and sees what user code
+      computed before it logs, checkpoints or decides. Handlers run in the order they were
+      added; plugin hooks in pluggy's order (last registered first, unless ``tryfirst``/
+      ``trylast``).
+    """
+
+    TRAINING_STARTED = "training_started"
+    EPOCH_STARTED = "epoch_started"
+    TRAINING_EPOCH_STARTED = "training_epoch_started"
+    TRAINING_ITERATION_STARTED = "training_iteration_started"
+    TRAINING_ITERATION_COMPLETED = "training_iteration_completed"
+    TRAINING_EPOCH_COMPLETED = "training_epoch_completed"
+    VALIDATION_STARTING = "validation_starting"
+    VALIDATION_ITERATION_STARTED = "validation_iteration_started"
+    VALIDATION_ITERATION_COMPLETED = "validation_iteration_completed"
+    VALIDATION_COMPLETED = "validation_completed"
+    EPOCH_COMPLETED = "epoch_completed"
+    TRAINING_COMPLETED = "training_completed"
+    EXCEPTION_RAISED = "exception_raised"
+
+    @property
+    def hook_name(self) -> str:
+        """The name of this event's plugin hook, e.g. ``ignite_training_started``."""
+        return "ignite_" + self.value
+
+    @property
+    def opens_scope(self) -> bool:
+        """True for the events at which plugin hooks run before ad-hoc handlers."""
+        return self.value.endswith(("_started", "_starting"))

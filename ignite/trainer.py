@@ -1,0 +1,391 @@
+"""The Trainer: runs epochs, validation, histories and events around the user's update function."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Callable
+
+from . import _plugins
+from .events import TrainingEvents
+from .history import History, storable
+
+__all__ = ["EventHandle", "Trainer", "TrainingEvents"]
+
+logger = logging.getLogger("ignite")
+
+_EVENTS = tuple(TrainingEvents)
+_INDEX = {event: index for index, event in enumerate(_EVENTS)}
+_TRAIN_STARTED = _INDEX[TrainingEvents.TRAINING_ITERATION_STARTED]
+_TRAIN_COMPLETED = _INDEX[TrainingEvents.TRAINING_ITERATION_COMPLETED]
+_VALID_STARTED = _INDEX[TrainingEvents.VALIDATION_ITERATION_STARTED]
+_VALID_COMPLETED = _INDEX[TrainingEvents.VALIDATION_ITERATION_COMPLETED]
+
+
+class EventHandle:
+    """What :meth:`Trainer.add_event_handler` returns: call :meth:`remove` to detach the handler."""
+
+    __slots__ = ("event", "handler", "args", "kwargs", "_trainer")
+
+    def __init__(self, trainer: Trainer, event: TrainingEvents, handler: Callable[..., Any], args: tuple, kwargs: dict):
+        self._trainer = trainer
+        self.event = event
+        self.handler = handler
+        self.args = args
+        self.kwargs = kwargs
+
+    def remove(self) -> None:
+        """Detach the handler; removing twice is harmless."""
+        self._trainer._remove_handle(self)
+
+    def _callable(self) -> Callable[..., Any]:
+        handler, args, kwargs = self.handler, self.args, self.kwargs
+        if not args and not kwargs:
+            return handler
+        if self.event is TrainingEvents.EXCEPTION_RAISED:
+            return lambda trainer, exception: handler(trainer, exception, *args, **kwargs)
+        return lambda trainer: handler(trainer, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<EventHandle {self.event.name}: {getattr(self.handler, '__qualname__', self.handler)!r}>"
+
+
+def _check_data(name: str, data: Any) -> None:
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an iterable of batches (a list, a DataLoader, ...); got {type(data).__name__}"
+        ) from None
+    if iterator is data:
+        raise TypeError(
+            f"{name} is an iterator ({type(data).__name__}), which is used up after one epoch: pass a "
+            "re-iterable collection such as a list or a DataLoader"
+        )
+
+
+def _check_callable(name: str, function: Any) -> None:
+    if not callable(function):
+        raise TypeError(f"{name} must be callable (a function of one batch); got {type(function).__name__}")
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # Python < 3.11: the same attribute, which tracebacks there do not print
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
+
+
+def _format_means(means: Mapping[str, float]) -> str:
+    if not means:
+        return "n/a"
+    if list(means) == [""]:
+        return f"{means['']:.6g}"
+    return " ".join(f"{key}={value:.6g}" for key, value in means.items())
+
+
+class Trainer:
+    """Runs ``training_update_function`` on every batch of ``training_data`` for a number of
+    epochs, validating after each epoch, recording every output and firing
+    :class:`TrainingEvents` to ad-hoc handlers and plugins.
+
+    Args:
+        training_data: re-iterable collection of batches (a list, a DataLoader).
+        training_update_function: called with each batch; whatever it returns is recorded in
+            :attr:`training_history`.
+        validation_data: batches to run ``validation_update_function`` on after each epoch.
+        validation_update_function: called with each validation batch; outputs go to
+            :attr:`validation_history`.
+        plugins: options for installed plugins by name: a dict of keyword arguments, True
+            (defaults) or False (disabled), e.g. ``{"early_stopping": {"patience": 3},
+            "visdom": False}``.
+    """
+
+    def __init__(
+        self,
+        training_data: Iterable[Any],
+        training_update_function: Callable[[Any], Any],
+        validation_data: Iterable[Any] | None = None,
+        validation_update_function: Callable[[Any], Any] | None = None,
+        *,
+        plugins: Mapping[str, Mapping[str, Any] | bool] | None = None,
+    ) -> None:
+        _check_data("training_data", training_data)
+        _check_callable("training_update_function", training_update_function)
+        if validation_data is not None:
+            _check_data("validation_data", validation_data)
+            if validation_update_function is None:
+                raise TypeError("validation_data was given without a validation_update_function to run on it")
+            _check_callable("validation_update_function", validation_update_function)
+        self.training_data = training_data
+        self.validation_data = validation_data
+        self._training_update_function = training_update_function
+        self._validation_update_function = validation_update_function
+        self.training_history = History()
+        self.validation_history = History()
+        self.current_iteration = 0
+        self.current_epoch = 0
+        self.max_epochs: int | None = None
+        self._should_terminate = False
+        self._handles: list[list[EventHandle]] = [[] for _ in _EVENTS]
+        # Per event, the tuple of callables to run, rebuilt whenever handlers or plugins change,
+        # so that firing an event with nothing attached costs one index and one empty loop.
+        self._callbacks: list[tuple[Callable[..., Any], ...]] = [() for _ in _EVENTS]
+        self._plugin_manager = _plugins.new_plugin_manager()
+        self._plugin_records: dict[str, _plugins.PluginRecord] = {}
+        for record in _plugins.load_plugins(plugins):
+            if record.error is not None:
+                raise record.error
+            self._plugin_records[record.name] = record
+            if record.status == "active":
+                _plugins.register(self._plugin_manager, record)
+        self._rebuild_callbacks()
+
+    # -- counters -----------------------------------------------------------------------
+
+    @property
+    def current_iterations(self) -> int:
+        """Alias of :attr:`current_iteration`, the name our first README used."""
+        return self.current_iteration
+
+    @current_iterations.setter
+    def current_iterations(self, value: int) -> None:
+        self.current_iteration = value
+
+    def terminate(self) -> None:
+        """Stop the run after the iteration in progress. The events of the scopes already
+        open (epoch, validation run) and TRAINING_COMPLETED still fire."""
+        self._should_terminate = True
+
+    # -- handlers -----------------------------------------------------------------------
+
+    def add_event_handler(
+        self, event: TrainingEvents, handler: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> EventHandle:
+        """Call ``handler(trainer, *args, **kwargs)`` whenever ``event`` fires
+        (``handler(trainer, exception, *args, **kwargs)`` for EXCEPTION_RAISED). Handlers of
+        one event run in the order they were added. Returns a handle whose ``remove()``
+        detaches it.
+        """
+        if not isinstance(event, TrainingEvents):
+            raise TypeError(
+                f"event must be a TrainingEvents member, e.g. TrainingEvents.EPOCH_COMPLETED; got {event!r}"
+            )
+        if not callable(handler):
+            raise TypeError(f"handler for {event.name} must be callable; got {type(handler).__name__}")
+        leading = (self, BaseException()) if event is TrainingEvents.EXCEPTION_RAISED else (self,)
+        try:
+            signature = inspect.signature(handler)
+        except (TypeError, ValueError):  # builtins without a signature: nothing to check
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(*leading, *args, **kwargs)
+            except TypeError as error:
+                raise TypeError(
+                    f"handler {getattr(handler, '__qualname__', handler)!r} for {event.name} cannot be called "
+                    f"with the trainer{', the exception' if len(leading) == 2 else ''} and the extra arguments "
+                    f"given: {error}"
+                ) from None
+        handle = EventHandle(self, event, handler, args, kwargs)
+        self._handles[_INDEX[event]].append(handle)
+        self._rebuild_callbacks(event)
+        return handle
+
+    def _remove_handle(self, handle: EventHandle) -> None:
+        handles = self._handles[_INDEX[handle.event]]
+        if handle in handles:
+            handles.remove(handle)
+            self._rebuild_callbacks(handle.event)
+
+    # -- plugins ------------------------------------------------------------------------
+
+    @property
+    def plugins(self) -> Mapping[str, Any]:
+        """The active plugin objects (modules or instances) by name, read-only."""
+        return MappingProxyType(
+            {name: record.plugin for name, record in self._plugin_records.items() if record.status == "active"}
+        )
+
+    def register_plugin(self, plugin: Any, name: str | None = None) -> Any:
+        """Register an in-house plugin object (a module or an instance with ``@hookimpl``
+        methods) with this trainer only. Returns the plugin."""
+        if isinstance(plugin, type):
+            raise TypeError(
+                f"register_plugin takes a plugin instance or module; got the class {plugin.__name__}: "
+                f"pass {plugin.__name__}(...)"
+            )
+        if name is None:
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if name in self._plugin_records and self._plugin_records[name].status == "active":
+            raise _plugins.PluginError(
+                f"A plugin named {name!r} is already registered with this trainer; pass another name="
+            )
+        record = _plugins.PluginRecord(name=name, plugin=plugin)
+        _plugins.register(self._plugin_manager, record)
+        self._plugin_records[name] = record
+        self._rebuild_callbacks()
+        return plugin
+
+    def unregister_plugin(self, plugin_or_name: Any) -> None:
+        """Remove a plugin, given its name or the object, from this trainer."""
+        name = plugin_or_name if isinstance(plugin_or_name, str) else self._plugin_manager.get_name(plugin_or_name)
+        record = self._plugin_records.get(name) if name is not None else None
+        if record is None or record.status != "active":
+            raise ValueError(f"no active plugin {plugin_or_name!r} in this trainer; active: {sorted(self.plugins)}")
+        self._plugin_manager.unregister(name=name)
+        del self._plugin_records[name]
+        self._rebuild_callbacks()
+
+    def _plugin_caller(self, event: TrainingEvents) -> Callable[..., Any] | None:
+        hook = getattr(self._plugin_manager.hook, event.hook_name)
+        if not hook.get_hookimpls():
+            # pluggy's call costs ~0.7 us even with no implementation: skip it entirely.
+            return None
+        manager, hook_name = self._plugin_manager, event.hook_name
+
+        def note_culprit(error: BaseException) -> None:
+            name = _plugins.culprit(manager, hook_name, error)
+            if name is not None:
+                record = self._plugin_records.get(name)
+                origin = f" from {record.origin}" if record is not None else ""
+                _add_note(error, f"raised in hook {hook_name} of plugin {name!r}{origin}")
+
+        if event is TrainingEvents.EXCEPTION_RAISED:
+
+            def call_with_exception(trainer: Trainer, exception: BaseException) -> None:
+                try:
+                    hook(trainer=trainer, exception=exception)
+                except BaseException as error:
+                    note_culprit(error)
+                    raise
+
+            return call_with_exception
+
+        def call(trainer: Trainer) -> None:
+            try:
+                hook(trainer=trainer)
+            except BaseException as error:
+                note_culprit(error)
+                raise
+
+        return call
+
+    def _rebuild_callbacks(self, only: TrainingEvents | None = None) -> None:
+        for event in (only,) if only is not None else _EVENTS:
+            index = _INDEX[event]
+            handlers = [handle._callable() for handle in self._handles[index]]
+            plugin_call = self._plugin_caller(event)
+            if plugin_call is None:
+                callbacks = handlers
+            elif event.opens_scope:
+                callbacks = [plugin_call, *handlers]
+            else:
+                callbacks = [*handlers, plugin_call]
+            # Item assignment, not a new list: a running loop holds a reference to this list.
+            self._callbacks[index] = tuple(callbacks)
+
+    def _fire(self, event: TrainingEvents) -> None:
+        for callback in self._callbacks[_INDEX[event]]:
+            callback(self)
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self, max_epochs: int = 1) -> None:
+        """Train until :attr:`current_epoch` reaches ``max_epochs`` or :meth:`terminate` is
+        called. A trainer continues from its counters: after ``run(2)``, ``run(5)`` trains
+        epochs 3 to 5."""
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be an integer of at least 1; got {max_epochs!r}")
+        self.max_epochs = max_epochs
+        self._should_terminate = False
+        try:
+            self._log_plugins()
+            self._fire(TrainingEvents.TRAINING_STARTED)
+            while self.current_epoch < self.max_epochs and not self._should_terminate:
+                self._run_epoch()
+            self._fire(TrainingEvents.TRAINING_COMPLETED)
+        except BaseException as error:
+            for callback in self._callbacks[_INDEX[TrainingEvents.EXCEPTION_RAISED]]:
+                callback(self, error)
+            raise
+
+    def _run_epoch(self) -> None:
+        self.current_epoch += 1
+        self._fire(TrainingEvents.EPOCH_STARTED)
+        if not self._should_terminate:
+            self._run_training_epoch()
+        if self.validation_data is not None and not self._should_terminate:
+            self._run_validation()
+        if logger.isEnabledFor(logging.INFO):
+            self._log_epoch()
+        self._fire(TrainingEvents.EPOCH_COMPLETED)
+
+    def _run_training_epoch(self) -> None:
+        history = self.training_history
+        history.start_run()
+        self._fire(TrainingEvents.TRAINING_EPOCH_STARTED)
+        if not self._should_terminate:
+            callbacks, update, append = self._callbacks, self._training_update_function, history.append
+            for batch in self.training_data:
+                self.current_iteration += 1
+                for callback in callbacks[_TRAIN_STARTED]:
+                    callback(self)
+                output = update(batch)
+                # Floats (``loss.item()``) are the common case: skip the conversion call.
+                append(output if type(output) is float else storable(output))
+                for callback in callbacks[_TRAIN_COMPLETED]:
+                    callback(self)
+                if self._should_terminate:
+                    break
+            else:
+                if not history.run():
+                    raise ValueError(
+                        f"training_data yielded no batches in epoch {self.current_epoch}: it must hold at least "
+                        "one batch on every pass"
+                    )
+        self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
+
+    def _run_validation(self) -> None:
+        history = self.validation_history
+        history.start_run()
+        self._fire(TrainingEvents.VALIDATION_STARTING)
+        if not self._should_terminate:
+            callbacks, update, append = self._callbacks, self._validation_update_function, history.append
+            for batch in self.validation_data:  # type: ignore[union-attr]
+                for callback in callbacks[_VALID_STARTED]:
+                    callback(self)
+                output = update(batch)  # type: ignore[misc]
+                append(output if type(output) is float else storable(output))
+                for callback in callbacks[_VALID_COMPLETED]:
+                    callback(self)
+                if self._should_terminate:
+                    break
+        self._fire(TrainingEvents.VALIDATION_COMPLETED)
+
+    # -- logging ------------------------------------------------------------------------
+
+    def _log_plugins(self) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        active = [f"{name} ({record.origin})" for name, record in self._plugin_records.items() if record.status == "active"]
+        logger.info("Active plugins: %s", ", ".join(active) if active else "none")
+        for name, record in self._plugin_records.items():
+            if record.status == "inactive":
+                logger.info("Plugin %s (%s) is inactive: %s", name, record.origin, record.reason)
+
+    def _log_epoch(self) -> None:
+        training = self.training_history
+        line = "Epoch %d/%d: %d iterations, training mean %s"
+        values: list[Any] = [
+            self.current_epoch,
+            self.max_epochs,
+            len(training.run()) if training.num_runs else 0,
+            _format_means(training.run_means()) if training.num_runs else "n/a",
+        ]
+        if self.validation_data is not None and self.validation_history.num_runs:
+            line += ", validation mean %s"
+            values.append(_format_means(self.validation_history.run_means()))
+        logger.info(line, *values)
