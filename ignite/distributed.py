@@ -1,0 +1,56 @@
+"""The few torch.distributed helpers plugins need. Without a process group each is a no-op
+(rank 0 of 1), so plugins call them unconditionally."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["agree_any", "is_initialized", "is_main_process", "rank", "reduce_mean", "world_size"]
+
+
+def is_initialized() -> bool:
+    """True when a torch.distributed process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank, 0 without a process group."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    """The number of processes, 1 without a process group."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0: the one process that writes logs, plots and checkpoints."""
+    return rank() == 0
+
+
+def _reduction_device() -> torch.device:
+    # NCCL reduces only tensors on the rank's GPU; gloo and the rest take CPU tensors.
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def reduce_mean(value: float, weight: float = 1.0) -> float:
+    """The mean of ``value`` over all ranks, each weighted by ``weight`` (e.g. its batch
+    count). A collective: every rank must call it, in the same order."""
+    if not is_initialized():
+        return value
+    pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=_reduction_device())
+    dist.all_reduce(pair)
+    total, weights = pair.tolist()
+    return total / weights if weights else float("nan")
+
+
+def agree_any(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any rank. A collective, like reduce_mean."""
+    if not is_initialized():
+        return flag
+    vote = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_reduction_device())
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())

@@ -1,0 +1,70 @@
+"""What plugins watch and plot: epoch means and the default monitored score, the same on
+every rank (reduced across processes when a process group is initialised)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterable
+
+from . import distributed
+from .history import History
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+__all__ = ["default_score", "epoch_means", "learning_rates", "tag"]
+
+
+def tag(prefix: str, key: str) -> str:
+    """The series name of one number: ``training`` for a plain number, ``training/d_loss`` for a
+    tuple or dict item."""
+    return f"{prefix}/{key}" if key else prefix
+
+
+def _reduced_run_means(history: History) -> dict[str, float]:
+    if not history.num_runs:
+        return {}
+    means = history.run_means()
+    if distributed.is_initialized():
+        count = len(history.run())
+        means = {key: distributed.reduce_mean(value, count) for key, value in sorted(means.items())}
+    return means
+
+
+def epoch_means(trainer: Trainer, *, validation: bool = False) -> dict[str, float]:
+    """Means of the numbers in the last training epoch's outputs (or, with ``validation``,
+    the last validation run's), keyed as :func:`ignite.history.scalars` keys them.
+
+    With a process group this is a collective (a batch-weighted mean over ranks): call it on
+    every rank at the same event.
+    """
+    history = trainer.validation_history if validation else trainer.training_history
+    return _reduced_run_means(history)
+
+
+def default_score(trainer: Trainer) -> float | None:
+    """The score plugins monitor by default (lower is better): the mean of the last
+    validation run's outputs, or of the last training epoch's when there is no validation
+    data. None when the outputs hold no plain number. A collective, like :func:`epoch_means`.
+    """
+    score = epoch_means(trainer, validation=trainer.validation_data is not None).get("")
+    return None if score is None or math.isnan(score) else score
+
+
+def learning_rates(optimizers: Any) -> dict[str, float]:
+    """The learning rate of every parameter group: ``{"lr": x}`` for one optimizer with one
+    group, ``{"lr/0": x, "lr/1": y}`` for several groups, ``{"lr/name/0": ...}`` for a dict
+    of optimizers."""
+    if isinstance(optimizers, dict):
+        named: Iterable[tuple[str, Any]] = optimizers.items()
+    elif isinstance(optimizers, (list, tuple)):
+        named = ((str(i), optimizer) for i, optimizer in enumerate(optimizers))
+    else:
+        named = (("", optimizers),)
+    rates: dict[str, float] = {}
+    for name, optimizer in named:
+        groups = optimizer.param_groups
+        for index, group in enumerate(groups):
+            parts = ["lr", name, str(index) if len(groups) > 1 else ""]
+            rates["/".join(part for part in parts if part)] = float(group["lr"])
+    return rates
