@@ -6,9 +6,9 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from . import _plugins
+from . import _plugins, _rng
 from .events import TrainingEvents
 from .history import History, storable
 
@@ -22,6 +22,8 @@ _TRAIN_STARTED = _INDEX[TrainingEvents.TRAINING_ITERATION_STARTED]
 _TRAIN_COMPLETED = _INDEX[TrainingEvents.TRAINING_ITERATION_COMPLETED]
 _VALID_STARTED = _INDEX[TrainingEvents.VALIDATION_ITERATION_STARTED]
 _VALID_COMPLETED = _INDEX[TrainingEvents.VALIDATION_ITERATION_COMPLETED]
+_END = object()
+_STATE_FORMAT = "ignite.Trainer/1"
 
 
 class EventHandle:
@@ -129,6 +131,12 @@ class Trainer:
         self.current_epoch = 0
         self.max_epochs: int | None = None
         self._should_terminate = False
+        # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
+        # or "validation" phase, plus what a mid-epoch resume needs to replay the epoch's data.
+        self._phase = "between"
+        self._epoch_start_iteration = 0
+        self._epoch_start_rng: dict[str, Any] | None = None
+        self._resume_position: dict[str, Any] | None = None
         self._handles: list[list[EventHandle]] = [[] for _ in _EVENTS]
         # Per event, the tuple of callables to run, rebuilt whenever handlers or plugins change,
         # so that firing an event with nothing attached costs one index and one empty loop.
@@ -291,6 +299,81 @@ class Trainer:
         for callback in self._callbacks[_INDEX[event]]:
             callback(self)
 
+    # -- state --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a run needs to continue bit for bit from here: counters, histories,
+        the position inside the epoch, RNG states (torch, Python, NumPy) and the state of
+        every active plugin that has one. Model and optimizer state are the caller's (the
+        checkpoint plugin saves the objects it is given). Contains only types that
+        ``torch.load(weights_only=True)`` accepts.
+
+        Exact mid-epoch resume replays the epoch from its start with the RNG state of that
+        moment and skips the batches already consumed, so the data source must draw its order
+        from the global RNGs (a DataLoader with shuffle=True, a DistributedSampler, a seeded
+        list) or be deterministic; a sampler with its own ``torch.Generator`` must have that
+        generator seeded per epoch by the user. Skipped batches are loaded and dropped.
+        """
+        validation = self.validation_history.state_dict()
+        position = None
+        iterations_done = self.current_iteration
+        if self._phase == "training":
+            batches_done = len(self.training_history.run())
+            iterations_done = self._epoch_start_iteration + batches_done
+            position = {
+                "phase": "training",
+                "batches_done": batches_done,
+                "epoch_start_rng": self._epoch_start_rng or _rng.get_states(),
+            }
+        elif self._phase == "validation":
+            # A validation run cut short is run again in full on resume: drop its part.
+            start = validation["run_starts"].pop()
+            del validation["values"][start:]
+            position = {"phase": "validation", "batches_done": 0, "epoch_start_rng": None}
+        plugins = {
+            name: record.plugin.state_dict()
+            for name, record in self._plugin_records.items()
+            if record.status == "active" and callable(getattr(record.plugin, "state_dict", None))
+        }
+        return {
+            "format": _STATE_FORMAT,
+            "current_epoch": self.current_epoch,
+            "current_iteration": iterations_done,
+            "training_history": self.training_history.state_dict(),
+            "validation_history": validation,
+            "position": position,
+            "rng": _rng.get_states(),
+            "plugins": plugins,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: the next :meth:`run` picks up where it was
+        taken, inside an epoch if it was taken inside one. Call it before ``run()`` or from a
+        TRAINING_STARTED handler or hook."""
+        if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
+            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"not a Trainer state (format {_STATE_FORMAT!r} expected, found {found!r})")
+        plugin_states = state["plugins"]
+        for name, plugin_state in plugin_states.items():
+            plugin = self.plugins.get(name)
+            if plugin is None or not callable(getattr(plugin, "load_state_dict", None)):
+                logger.warning("The saved state of plugin %s is not restored: no such active plugin here", name)
+            else:
+                plugin.load_state_dict(plugin_state)
+        self.current_epoch = state["current_epoch"]
+        self.current_iteration = state["current_iteration"]
+        self.training_history.load_state_dict(state["training_history"])
+        self.validation_history.load_state_dict(state["validation_history"])
+        position = state["position"]
+        if position is None:
+            self._resume_position = None
+            _rng.set_states(state["rng"])
+        else:
+            self._epoch_start_iteration = self.current_iteration - position["batches_done"]
+            self._resume_position = {**position, "rng": state["rng"]}
+            if position["phase"] == "validation":
+                _rng.set_states(state["rng"])
+
     # -- the run ------------------------------------------------------------------------
 
     def run(self, max_epochs: int = 1) -> None:
@@ -304,7 +387,7 @@ class Trainer:
         try:
             self._log_plugins()
             self._fire(TrainingEvents.TRAINING_STARTED)
-            while self.current_epoch < self.max_epochs and not self._should_terminate:
+            while (self.current_epoch < max_epochs or self._resume_position is not None) and not self._should_terminate:
                 self._run_epoch()
             self._fire(TrainingEvents.TRAINING_COMPLETED)
         except BaseException as error:
@@ -313,23 +396,56 @@ class Trainer:
             raise
 
     def _run_epoch(self) -> None:
-        self.current_epoch += 1
+        resume, self._resume_position = self._resume_position, None
+        if resume is None:
+            self.current_epoch += 1
+            self._epoch_start_iteration = self.current_iteration
+            self.training_history.start_run()
+        self._phase, self._epoch_start_rng = "training", None
+        self._set_sampler_epoch()
         self._fire(TrainingEvents.EPOCH_STARTED)
-        if not self._should_terminate:
-            self._run_training_epoch()
+        if not self._should_terminate and (resume is None or resume["phase"] == "training"):
+            self._run_training_epoch(resume)
         if self.validation_data is not None and not self._should_terminate:
+            self._phase = "validation"
             self._run_validation()
+        self._phase = "between"
         if logger.isEnabledFor(logging.INFO):
             self._log_epoch()
         self._fire(TrainingEvents.EPOCH_COMPLETED)
 
-    def _run_training_epoch(self) -> None:
+    def _set_sampler_epoch(self) -> None:
+        # A DistributedSampler shuffles by epoch number: without set_epoch every epoch
+        # would see the same order.
+        sampler = getattr(self.training_data, "sampler", None)
+        set_epoch = getattr(sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch - 1)
+
+    def _resumed_batches(self, resume: dict[str, Any] | None) -> Iterator[Any]:
+        if resume is None:
+            self._epoch_start_rng = _rng.get_states()
+            return iter(self.training_data)
+        # Replay the epoch's start so that a shuffling sampler draws the same order, then skip
+        # the batches the checkpointed run had consumed and continue from its RNG state.
+        _rng.set_states(resume["epoch_start_rng"])
+        self._epoch_start_rng = resume["epoch_start_rng"]
+        batches = iter(self.training_data)
+        for done in range(resume["batches_done"]):
+            if next(batches, _END) is _END:
+                raise ValueError(
+                    f"cannot resume epoch {self.current_epoch} at batch {resume['batches_done']}: training_data "
+                    f"now has only {done} batches. Resume with the data the checkpoint was trained on."
+                )
+        _rng.set_states(resume["rng"])
+        return batches
+
+    def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> None:
         history = self.training_history
-        history.start_run()
         self._fire(TrainingEvents.TRAINING_EPOCH_STARTED)
         if not self._should_terminate:
             callbacks, update, append = self._callbacks, self._training_update_function, history.append
-            for batch in self.training_data:
+            for batch in self._resumed_batches(resume):
                 self.current_iteration += 1
                 for callback in callbacks[_TRAIN_STARTED]:
                     callback(self)

@@ -1,0 +1,37 @@
+"""Random number generator states, in a form ``torch.load(weights_only=True)`` accepts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+try:
+    import numpy
+except ImportError:  # pragma: no cover - numpy is optional
+    numpy = None
+
+
+def get_states() -> dict[str, Any]:
+    """The states of torch's CPU (and CUDA, when in use), Python's and NumPy's global RNGs."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if numpy is not None:
+        kind, keys, position, has_gauss, cached = numpy.random.get_state()
+        # An ndarray is not among the types a weights-only load admits: store a tensor.
+        states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), position, has_gauss, cached)
+    return states
+
+
+def set_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`get_states` returned."""
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "numpy" in states and numpy is not None:
+        kind, keys, position, has_gauss, cached = states["numpy"]
+        numpy.random.set_state((kind, keys.numpy().astype("uint32"), position, has_gauss, cached))
