@@ -1,0 +1,260 @@
+"""Plugin discovery through entry points, options, statuses and the errors that name the culprit.
+
+The distributions here are written as pip leaves them (a .dist-info with entry_points.txt on
+sys.path); test_discovery.py builds and pip-installs a real one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from ignite import PluginError, Trainer, TrainingEvents, hookimpl
+
+COUNTING_PLUGIN = """
+    from ignite import hookimpl
+
+    class Counting:
+        instances = 0
+
+        def __init__(self, step: int = 1, label: str = "x"):
+            Counting.instances += 1
+            self.step = step
+            self.epochs = 0
+
+        @hookimpl
+        def ignite_epoch_completed(self, trainer):
+            self.epochs += self.step
+"""
+
+
+def trainer(**kwargs) -> Trainer:
+    return Trainer([1, 2], lambda b: b, **kwargs)
+
+
+def test_class_plugin_is_discovered_instantiated_per_trainer_with_options(make_distribution, caplog):
+    make_distribution("ignite-counting", "1.2.3", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    first = trainer(plugins={"counting": {"step": 10}})
+    second = trainer()
+    with caplog.at_level(logging.INFO, logger="ignite"):
+        first.run(2)
+    second.run(1)
+    assert first.plugins["counting"].epochs == 20 and second.plugins["counting"].epochs == 1
+    assert first.plugins["counting"] is not second.plugins["counting"]
+    assert "Active plugins: counting (ignite-counting 1.2.3)" in caplog.messages
+
+
+def test_module_plugin_is_registered_as_is(make_distribution):
+    make_distribution(
+        "ignite-modplug",
+        "0.1",
+        {"modplug": "modplug"},
+        "modplug",
+        """
+        from ignite import hookimpl
+        seen = []
+
+        @hookimpl
+        def ignite_training_completed(trainer):
+            seen.append(trainer.current_epoch)
+        """,
+    )
+    t = trainer()
+    t.run(3)
+    assert t.plugins["modplug"].seen == [3]
+    with pytest.raises(PluginError, match=r"'modplug' .*takes no options \(it is a module"):
+        trainer(plugins={"modplug": {"a": 1}})
+
+
+def test_unknown_plugin_name_lists_installed_ones(make_distribution):
+    make_distribution("ignite-counting", "1.0", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    with pytest.raises(PluginError) as info:
+        trainer(plugins={"countin": {}})
+    message = str(info.value)
+    assert "unknown plugin 'countin'" in message and "Did you mean 'counting'?" in message
+    assert "Installed plugins:" in message and "counting" in message
+
+
+def test_unknown_option_names_plugin_and_its_options(make_distribution):
+    make_distribution("ignite-counting", "1.0", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    with pytest.raises(PluginError) as info:
+        trainer(plugins={"counting": {"stpe": 2}})
+    message = str(info.value)
+    assert "Plugin 'counting'" in message and "ignite-counting 1.0" in message
+    assert "has no option 'stpe'. Did you mean 'step'? Its options: step, label" in message
+
+
+def test_import_failure_names_entry_point_distribution_version_cause_and_remedy(make_distribution):
+    make_distribution("ignite-broken", "0.9", {"broken": "broken_mod:Plugin"}, "broken_mod", "import not_a_module_xyz\n")
+    with pytest.raises(PluginError) as info:
+        trainer()
+    message = str(info.value)
+    assert "Plugin 'broken' (entry point 'broken_mod:Plugin' of ignite-broken 0.9) failed to import" in message
+    assert "ModuleNotFoundError: No module named 'not_a_module_xyz'" in message
+    assert "plugins={'broken': False}" in message and "IGNITE_DISABLE_PLUGINS=broken" in message
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_construction_failure(make_distribution):
+    make_distribution(
+        "ignite-ctor",
+        "2.0",
+        {"ctor": "ctor_mod:Plugin"},
+        "ctor_mod",
+        """
+        class Plugin:
+            def __init__(self, level: int = 0):
+                raise ValueError("level must be positive")
+        """,
+    )
+    with pytest.raises(PluginError, match=r"'ctor' .*ignite-ctor 2.0.* failed to construct: ValueError: level must be positive"):
+        trainer()
+
+
+def test_blocked_plugins_are_never_imported(make_distribution, monkeypatch):
+    make_distribution("ignite-bomb", "1.0", {"bomb": "bomb_mod:Plugin"}, "bomb_mod", "raise RuntimeError('imported!')\n")
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", "other, bomb")
+    trainer().run(1)
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", "")
+    trainer(plugins={"bomb": False}).run(1)
+    assert "bomb_mod" not in sys.modules
+    with pytest.raises(PluginError, match="failed to import: RuntimeError: imported!"):
+        trainer()
+
+
+def test_autoload_off_loads_only_named_plugins(make_distribution, monkeypatch):
+    make_distribution("ignite-counting", "1.0", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert "counting" not in trainer().plugins
+    assert "counting" in trainer(plugins={"counting": {}}).plugins
+    assert "counting" in trainer(plugins={"counting": True}).plugins
+
+
+def test_inactive_plugin_is_not_registered_and_says_why(make_distribution, caplog):
+    make_distribution(
+        "ignite-needy",
+        "1.0",
+        {"needy": "needy_mod:Plugin"},
+        "needy_mod",
+        """
+        from ignite import PluginInactive, hookimpl
+
+        class Plugin:
+            def __init__(self, optimizer=None):
+                if optimizer is None:
+                    raise PluginInactive("needs an optimizer: plugins={'needy': {'optimizer': opt}}")
+                self.calls = 0
+
+            @hookimpl
+            def ignite_epoch_completed(self, trainer):
+                self.calls += 1
+        """,
+    )
+    t = trainer()
+    assert "needy" not in t.plugins
+    with caplog.at_level(logging.INFO, logger="ignite"):
+        t.run(1)
+    assert caplog.messages.count(
+        "Plugin needy (ignite-needy 1.0) is inactive: needs an optimizer: plugins={'needy': {'optimizer': opt}}"
+    ) == 1
+    active = trainer(plugins={"needy": {"optimizer": object()}})
+    active.run(2)
+    assert active.plugins["needy"].calls == 2
+
+
+def test_hookimpl_with_argument_not_in_spec_is_refused(make_distribution):
+    make_distribution(
+        "ignite-badargs",
+        "1.0",
+        {"badargs": "badargs_mod:Plugin"},
+        "badargs_mod",
+        """
+        from ignite import hookimpl
+
+        class Plugin:
+            @hookimpl
+            def ignite_epoch_completed(self, trainer, epoch):
+                pass
+        """,
+    )
+    with pytest.raises(PluginError) as info:
+        trainer()
+    message = str(info.value)
+    assert "Plugin 'badargs' (ignite-badargs 1.0) has a hook that does not match its spec" in message
+    assert "epoch" in message
+
+
+def test_unknown_hook_name_is_refused_with_a_suggestion():
+    class Typo:
+        @hookimpl
+        def ignite_epoch_complete(self, trainer):
+            pass
+
+    with pytest.raises(PluginError, match=r"implements 'ignite_epoch_complete'.*Did you mean 'ignite_epoch_completed'\?"):
+        trainer().register_plugin(Typo(), name="typo")
+
+
+def test_register_and_unregister_in_house_plugin(recording_plugin):
+    log: list[str] = []
+    t = trainer()
+    plugin = t.register_plugin(recording_plugin(log), name="mine")
+    assert t.plugins["mine"] is plugin
+    with pytest.raises(PluginError, match="already registered"):
+        t.register_plugin(recording_plugin(log), name="mine")
+    with pytest.raises(TypeError, match="instance or module"):
+        t.register_plugin(type(plugin))
+    t.run(1)
+    assert "plugin:EPOCH_COMPLETED" in log
+    t.unregister_plugin(plugin)
+    log.clear()
+    t.run(2)
+    assert log == [] and "mine" not in t.plugins
+    with pytest.raises(ValueError, match="no active plugin 'mine'"):
+        t.unregister_plugin("mine")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"training_data": 5}, TypeError, "training_data must be an iterable of batches"),
+        ({"training_data": iter([1, 2])}, TypeError, "training_data is an iterator .* re-iterable"),
+        ({"training_update_function": "f"}, TypeError, "training_update_function must be callable"),
+        ({"validation_data": [1]}, TypeError, "validation_data was given without a validation_update_function"),
+        ({"validation_data": 3, "validation_update_function": len}, TypeError, "validation_data must be an iterable"),
+        ({"plugins": ["visdom"]}, TypeError, "plugins= must be a dict"),
+        ({"plugins": {"visdom": "off"}}, TypeError, r"plugins=\{'visdom': ...\} must be a dict of options"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, match):
+    arguments = {"training_data": [1], "training_update_function": lambda b: b, **kwargs}
+    with pytest.raises(error, match=match):
+        Trainer(**arguments)
+
+
+def test_bad_handlers_and_events():
+    t = trainer()
+    with pytest.raises(TypeError, match="event must be a TrainingEvents member.*'epoch_completed'"):
+        t.add_event_handler("epoch_completed", lambda t: None)
+    with pytest.raises(TypeError, match="handler for EPOCH_COMPLETED must be callable"):
+        t.add_event_handler(TrainingEvents.EPOCH_COMPLETED, None)
+    with pytest.raises(TypeError, match="cannot be called with the trainer and the extra arguments"):
+        t.add_event_handler(TrainingEvents.EPOCH_COMPLETED, lambda trainer: None, 1)
+    with pytest.raises(TypeError, match="with the trainer, the exception"):
+        t.add_event_handler(TrainingEvents.EXCEPTION_RAISED, lambda trainer: None)
+
+
+@pytest.mark.parametrize("max_epochs", [0, -1, 1.5, True, "3"])
+def test_bad_max_epochs(max_epochs):
+    with pytest.raises(ValueError, match="max_epochs must be an integer of at least 1"):
+        trainer().run(max_epochs)
+
+
+def test_training_data_that_yields_nothing():
+    seen = []
+    t = Trainer([], lambda b: b)
+    t.add_event_handler(TrainingEvents.EXCEPTION_RAISED, lambda t, exc: seen.append(exc))
+    with pytest.raises(ValueError, match="training_data yielded no batches in epoch 1"):
+        t.run(1)
+    assert len(seen) == 1
