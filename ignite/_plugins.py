@@ -6,7 +6,6 @@ import difflib
 import inspect
 import os
 import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,23 +252,19 @@ def register(manager: pluggy.PluginManager, record: PluginRecord) -> None:
         ) from error
 
 
-def culprit(manager: pluggy.PluginManager, hook_name: str, error: BaseException) -> str | None:
-    """The name of the plugin whose ``hook_name`` implementation raised ``error``, found by
-    matching its traceback frames against the implementations' code."""
+def culprit(manager: pluggy.PluginManager, error: BaseException) -> tuple[str, str] | None:
+    """The plugin and hook names of the implementation that ``error`` was raised in, found by
+    matching its traceback frames against the code of every registered implementation."""
     codes = {}
-    for impl in getattr(manager.hook, hook_name).get_hookimpls():
-        code = getattr(impl.function, "__code__", None)
-        if code is not None:
-            codes[code] = impl.plugin_name
+    for event in TrainingEvents:
+        for impl in getattr(manager.hook, event.hook_name).get_hookimpls():
+            code = getattr(impl.function, "__code__", None)
+            if code is not None:
+                codes[code] = (impl.plugin_name, event.hook_name)
     traceback = error.__traceback__
     while traceback is not None:
-        name = codes.get(traceback.tb_frame.f_code)
-        if name is not None:
-            return name
+        found = codes.get(traceback.tb_frame.f_code)
+        if found is not None:
+            return found
         traceback = traceback.tb_next
     return None
-
-
-def is_module(plugin: Any) -> bool:
-    """True for a plugin that is a module (stateless hooks)."""
-    return isinstance(plugin, types.ModuleType)

@@ -273,3 +273,56 @@ def test_update_output_tensor_with_graph_is_stored_without_graph():
     loss, extra = trainer.training_history[-1]
     assert loss == 3.0 and type(loss) is float
     assert isinstance(extra["vec"], torch.Tensor) and not extra["vec"].requires_grad and extra["vec"].grad_fn is None
+
+
+def test_plugin_order_follows_pluggy_and_wrappers_still_work():
+    log: list[str] = []
+
+    class First:
+        @hookimpl(tryfirst=True)
+        def ignite_epoch_completed(self, trainer):
+            log.append("first")
+
+    class Plain:
+        @hookimpl
+        def ignite_epoch_completed(self):  # a hook may take a subset of its spec's arguments
+            log.append("plain")
+
+    class Last:
+        @hookimpl(trylast=True)
+        def ignite_epoch_completed(self, trainer):
+            log.append("last")
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def ignite_epoch_completed(self, trainer):
+            log.append("wrap-in")
+            yield
+            log.append("wrap-out")
+
+    trainer = Trainer([1], lambda b: b)
+    for plugin in (Last(), First(), Plain()):
+        trainer.register_plugin(plugin)
+    trainer.run(1)
+    assert log == ["first", "plain", "last"]
+    log.clear()
+    trainer.register_plugin(Wrapper())
+    trainer.run(2)
+    assert log == ["wrap-in", "first", "plain", "last", "wrap-out"]
+
+
+def test_exception_in_exception_raised_hook_is_noted():
+    class Closer:
+        @hookimpl
+        def ignite_exception_raised(self, trainer, exception):
+            raise RuntimeError("close failed")
+
+    def update(batch):
+        raise Boom("first")
+
+    trainer = Trainer([1], update)
+    trainer.register_plugin(Closer(), name="closer")
+    with pytest.raises(RuntimeError) as info:
+        trainer.run(1)
+    assert isinstance(info.value.__context__, Boom)
+    assert info.value.__notes__ == ["raised in hook ignite_exception_raised of plugin 'closer' from registered in code"]
