@@ -136,10 +136,11 @@ class Trainer:
         self.max_epochs: int | None = None
         self._should_terminate = False
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
-        # or "validation" phase, plus what a mid-epoch resume needs to replay the epoch's data.
+        # or "validation" phase, with the RNG states from just before that phase's data was
+        # iterated, which a resume restores to replay the phase.
         self._phase = "between"
         self._epoch_start_iteration = 0
-        self._epoch_start_rng: dict[str, Any] | None = None
+        self._phase_start_rng: dict[str, Any] | None = None
         self._resume_position: dict[str, Any] | None = None
         self._handles: list[list[EventHandle]] = [[] for _ in _EVENTS]
         # Per event, the tuple of callables to run, rebuilt whenever handlers or plugins change,
@@ -304,13 +305,13 @@ class Trainer:
             position = {
                 "phase": "training",
                 "batches_done": batches_done,
-                "epoch_start_rng": self._epoch_start_rng or _rng.get_states(),
+                "start_rng": self._phase_start_rng or _rng.get_states(),
             }
         elif self._phase == "validation":
             # A validation run cut short is run again in full on resume: drop its part.
             start = validation["run_starts"].pop()
             del validation["values"][start:]
-            position = {"phase": "validation", "batches_done": 0, "epoch_start_rng": None}
+            position = {"phase": "validation", "batches_done": 0, "start_rng": self._phase_start_rng}
         plugins = {
             name: record.plugin.state_dict()
             for name, record in self._plugin_records.items()
@@ -352,7 +353,7 @@ class Trainer:
         else:
             self._epoch_start_iteration = self.current_iteration - position["batches_done"]
             self._resume_position = {**position, "rng": state["rng"]}
-            if position["phase"] == "validation":
+            if position["phase"] == "validation" and position["start_rng"] is None:
                 _rng.set_states(state["rng"])
 
     # -- the run ------------------------------------------------------------------------
@@ -396,15 +397,18 @@ class Trainer:
             self.current_epoch += 1
             self._epoch_start_iteration = self.current_iteration
             self.training_history.start_run()
-        self._phase, self._epoch_start_rng = "training", None
+        self._phase, self._phase_start_rng = "training", None
         self._set_sampler_epoch()
         self._fire(TrainingEvents.EPOCH_STARTED)
         if not self._should_terminate and (resume is None or resume["phase"] == "training"):
             self._run_training_epoch(resume)
         if self.validation_data is not None and not self._should_terminate:
-            self._phase = "validation"
-            self._run_validation()
-        self._phase = "between"
+            self._phase, self._phase_start_rng = "validation", None
+            self._run_validation(resume if resume is not None and resume["phase"] == "validation" else None)
+        if not self._should_terminate:
+            # After terminate() the phase stays where it was, so a state taken now resumes
+            # the epoch that was cut short rather than skipping its rest.
+            self._phase = "between"
         if logger.isEnabledFor(logging.INFO):
             self._log_epoch()
         self._fire(TrainingEvents.EPOCH_COMPLETED)
@@ -419,12 +423,12 @@ class Trainer:
 
     def _resumed_batches(self, resume: dict[str, Any] | None) -> Iterator[Any]:
         if resume is None:
-            self._epoch_start_rng = _rng.get_states()
+            self._phase_start_rng = _rng.get_states()
             return iter(self.training_data)
         # Replay the epoch's start so that a shuffling sampler draws the same order, then skip
         # the batches the checkpointed run had consumed and continue from its RNG state.
-        _rng.set_states(resume["epoch_start_rng"])
-        self._epoch_start_rng = resume["epoch_start_rng"]
+        _rng.set_states(resume["start_rng"])
+        self._phase_start_rng = resume["start_rng"]
         batches = iter(self.training_data)
         for done in range(resume["batches_done"]):
             if next(batches, _END) is _END:
@@ -432,7 +436,10 @@ class Trainer:
                     f"cannot resume epoch {self.current_epoch} at batch {resume['batches_done']}: training_data "
                     f"now has only {done} batches. Resume with the data the checkpoint was trained on."
                 )
-        _rng.set_states(resume["rng"])
+        if resume["batches_done"]:
+            # With nothing consumed the states are those of the start; restoring them after
+            # iter() would undo the draws iter() itself made (a DataLoader's base seed).
+            _rng.set_states(resume["rng"])
         return batches
 
     def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> None:
@@ -459,12 +466,15 @@ class Trainer:
                     )
         self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
 
-    def _run_validation(self) -> None:
+    def _run_validation(self, resume: dict[str, Any] | None) -> None:
         history = self.validation_history
         history.start_run()
         self._fire(TrainingEvents.VALIDATION_STARTING)
         if not self._should_terminate:
             callbacks, update, append = self._callbacks, self._validation_update_function, history.append
+            if resume is not None and resume["start_rng"] is not None:
+                _rng.set_states(resume["start_rng"])  # a validation run cut short is run again whole
+            self._phase_start_rng = _rng.get_states()
             for batch in self.validation_data:  # type: ignore[union-attr]
                 for callback in callbacks[_VALID_STARTED]:
                     callback(self)

@@ -1,0 +1,156 @@
+"""Trainer.state_dict/load_state_dict: a run continued from any point equals the run never stopped."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy
+import pytest
+import torch
+
+from ignite import Trainer, TrainingEvents, hookimpl
+
+
+def make_run(with_validation: bool = True):
+    torch.manual_seed(0)
+    random.seed(0)
+    numpy.random.seed(0)
+    inputs = torch.randn(100, 4)
+    targets = inputs.sum(1, keepdim=True)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, targets), batch_size=8, shuffle=True)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step(batch):
+        optimizer.zero_grad()
+        # Python's and NumPy's RNGs are drawn from too, so their states must round-trip.
+        scale = 1.0 + 0.01 * random.random() + 0.01 * float(numpy.random.rand())
+        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1]) * scale
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def validate(batch):
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(model(batch[0]), batch[1]).item()
+
+    trainer = Trainer(
+        loader,
+        step,
+        validation_data=[(inputs[:10], targets[:10]), (inputs[10:20], targets[10:20])] if with_validation else None,
+        validation_update_function=validate if with_validation else None,
+    )
+    return trainer, model, optimizer
+
+
+def snapshot(trainer, model, optimizer):
+    return (
+        trainer.state_dict(),
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(optimizer.state_dict()),
+    )
+
+
+def round_trip(state, tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "event, when",
+    [
+        (TrainingEvents.TRAINING_ITERATION_COMPLETED, 5),  # mid-epoch
+        (TrainingEvents.TRAINING_ITERATION_COMPLETED, 13),  # last batch of epoch 1
+        (TrainingEvents.TRAINING_ITERATION_COMPLETED, 27),  # first batch of epoch 3
+        (TrainingEvents.EPOCH_COMPLETED, 2),  # epoch boundary
+        (TrainingEvents.EPOCH_STARTED, 2),  # epoch opened, nothing consumed
+        (TrainingEvents.VALIDATION_ITERATION_COMPLETED, 1),  # during validation
+    ],
+)
+def test_resume_equals_uninterrupted(event, when, tmp_path):
+    reference, reference_model, _ = make_run()
+    reference.run(3)
+
+    interrupted, model, optimizer = make_run()
+    saved = {}
+
+    def stop(trainer):
+        counter = trainer.current_epoch if event is not TrainingEvents.TRAINING_ITERATION_COMPLETED else trainer.current_iteration
+        if counter == when and not saved:
+            saved["state"] = round_trip(snapshot(trainer, model, optimizer), tmp_path)
+            trainer.terminate()
+
+    interrupted.add_event_handler(event, stop)
+    interrupted.run(3)
+    assert saved, "the interruption point was never reached"
+
+    resumed, model, optimizer = make_run()
+    trainer_state, model_state, optimizer_state = saved["state"]
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(optimizer_state)
+    resumed.load_state_dict(trainer_state)
+    resumed.run(3)
+
+    for expected, got in zip(reference_model.parameters(), model.parameters()):
+        assert torch.equal(expected, got)
+    assert resumed.training_history == reference.training_history
+    assert resumed.validation_history == reference.validation_history
+    assert (resumed.current_epoch, resumed.current_iteration) == (3, 39)
+
+
+def test_resume_fires_epoch_events_for_the_continued_epoch():
+    first, _, _ = make_run(with_validation=False)
+    first.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 4 else None
+    )
+    first.run(2)
+    second, _, _ = make_run(with_validation=False)
+    second.load_state_dict(first.state_dict())
+    seen = []
+    second.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: seen.append(("epoch", t.current_epoch)))
+    second.add_event_handler(TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: seen.append(("it", t.current_iteration)))
+    second.run(1)
+    assert seen[:2] == [("epoch", 1), ("it", 5)] and seen[-1] == ("it", 13)
+    assert second.training_history.num_runs == 1 and len(second.training_history.run()) == 13
+
+
+def test_plugin_state_round_trips():
+    class Counter:
+        def __init__(self):
+            self.epochs = 0
+
+        @hookimpl
+        def ignite_epoch_completed(self, trainer):
+            self.epochs += 1
+
+        def state_dict(self):
+            return {"epochs": self.epochs}
+
+        def load_state_dict(self, state):
+            self.epochs = state["epochs"]
+
+    first = Trainer([1, 2], lambda b: b)
+    first.register_plugin(Counter(), name="counter")
+    first.run(2)
+    second = Trainer([1, 2], lambda b: b)
+    second.register_plugin(Counter(), name="counter")
+    second.load_state_dict(first.state_dict())
+    second.run(3)
+    assert second.plugins["counter"].epochs == 3
+
+
+def test_foreign_state_is_refused():
+    with pytest.raises(ValueError, match="not a Trainer state"):
+        Trainer([1], lambda b: b).load_state_dict({"model": 1})
+
+
+def test_resume_with_shorter_data_is_a_clear_error():
+    first = Trainer(list(range(10)), lambda b: float(b))
+    first.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 6 else None)
+    first.run(1)
+    second = Trainer(list(range(4)), lambda b: float(b))
+    second.load_state_dict(first.state_dict())
+    with pytest.raises(ValueError, match="cannot resume epoch 1 at batch 6: training_data now has only 4 batches"):
+        second.run(1)
