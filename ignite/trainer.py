@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
+
+import torch
 
 from . import _plugins, _rng
 from .events import TrainingEvents
@@ -73,6 +76,30 @@ def _check_callable(name: str, function: Any) -> None:
         raise TypeError(f"{name} must be callable (a function of one batch); got {type(function).__name__}")
 
 
+def _non_finite(value: Any) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and not bool(torch.isfinite(value).all())
+    if isinstance(value, (tuple, list)):
+        return any(_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(_non_finite(item) for item in value.values())
+    return False
+
+
+def _terminate_on_nan(trainer: Trainer) -> None:
+    output = trainer.training_history[-1]
+    if _non_finite(output):
+        logger.warning(
+            "Terminating: the training output of iteration %d (epoch %d) is not finite: %r",
+            trainer.current_iteration,
+            trainer.current_epoch,
+            output,
+        )
+        trainer.terminate()
+
+
 def _ignore_trainer(function: Callable[[], Any]) -> Callable[[Any], Any]:
     return lambda trainer: function()
 
@@ -107,6 +134,10 @@ class Trainer:
         plugins: options for installed plugins by name: a dict of keyword arguments, True
             (defaults) or False (disabled), e.g. ``{"early_stopping": {"patience": 3},
             "visdom": False}``.
+        terminate_on_nan: stop cleanly, with a warning naming the iteration and the value,
+            after a training output holding a NaN or an infinity. Checking a Python float
+            costs nothing measurable; a tensor output on an accelerator costs a device sync
+            per iteration (return ``loss.item()`` to avoid it).
     """
 
     def __init__(
@@ -117,6 +148,7 @@ class Trainer:
         validation_update_function: Callable[[Any], Any] | None = None,
         *,
         plugins: Mapping[str, Mapping[str, Any] | bool] | None = None,
+        terminate_on_nan: bool = False,
     ) -> None:
         _check_data("training_data", training_data)
         _check_callable("training_update_function", training_update_function)
@@ -155,6 +187,8 @@ class Trainer:
             if record.status == "active":
                 _plugins.register(self._plugin_manager, record)
         self._rebuild_callbacks()
+        if terminate_on_nan:
+            self.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, _terminate_on_nan)
 
     # -- counters -----------------------------------------------------------------------
 

@@ -326,3 +326,30 @@ def test_exception_in_exception_raised_hook_is_noted():
         trainer.run(1)
     assert isinstance(info.value.__context__, Boom)
     assert info.value.__notes__ == ["raised in hook ignite_exception_raised of plugin 'closer' from registered in code"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [float("nan"), float("inf"), torch.tensor([1.0, float("nan")]), (1.0, {"loss": float("-inf")})],
+    ids=["nan", "inf", "tensor", "nested"],
+)
+def test_terminate_on_nan_stops_cleanly_naming_iteration_and_value(bad, caplog):
+    outputs = [1.0, 2.0, bad, 4.0, 5.0]
+    seen = []
+    trainer = Trainer(list(range(5)), lambda i: outputs[i], terminate_on_nan=True)
+    trainer.add_event_handler(E.TRAINING_COMPLETED, lambda t: seen.append("completed"))
+    trainer.run(2)
+    assert len(trainer.training_history) == 3 and seen == ["completed"]
+    assert any(
+        record.levelname == "WARNING" and "iteration 3 (epoch 1) is not finite" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+def test_finite_outputs_are_not_stopped_and_guard_is_off_by_default():
+    guarded = Trainer([1.0, torch.tensor(2.0), (3.0, "x")], lambda b: b, terminate_on_nan=True)
+    guarded.run(2)
+    assert len(guarded.training_history) == 6
+    unguarded = Trainer([float("nan")], lambda b: b)
+    unguarded.run(2)
+    assert len(unguarded.training_history) == 2
