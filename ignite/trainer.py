@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import _plugins, _rng
+from . import _plugins, _rng, distributed
+from ._stop_vote import StopVote
 from .events import TrainingEvents
 from .history import History, storable
 
@@ -167,6 +168,7 @@ class Trainer:
         self.current_epoch = 0
         self.max_epochs: int | None = None
         self._should_terminate = False
+        self._stop_vote: StopVote | None = None
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
         # or "validation" phase, with the RNG states from just before that phase's data was
         # iterated, which a resume restores to replay the phase.
@@ -203,8 +205,16 @@ class Trainer:
 
     def terminate(self) -> None:
         """Stop the run after the iteration in progress. The events of the scopes already
-        open (epoch, validation run) and TRAINING_COMPLETED still fire."""
-        self._should_terminate = True
+        open (epoch, validation run) and TRAINING_COMPLETED still fire.
+
+        In a distributed run, terminate() on any rank stops every rank at the same point: one
+        training iteration later, or at the end of the validation run or epoch in progress
+        when called outside the training iterations (see ``ignite._stop_vote``).
+        """
+        if self._stop_vote is not None:
+            self._stop_vote.requested = True
+        else:
+            self._should_terminate = True
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -308,6 +318,8 @@ class Trainer:
             handlers = [handle._callable() for handle in self._handles[index]]
             plugin_calls = self._plugin_calls(event)
             callbacks = [*plugin_calls, *handlers] if event.opens_scope else [*handlers, *plugin_calls]
+            if index == _TRAIN_COMPLETED and self._stop_vote is not None:
+                callbacks.append(self._stop_vote)  # last: it must see every terminate() of the iteration
             # Item assignment, not a new list: a running loop holds a reference to this list.
             self._callbacks[index] = tuple(callbacks)
 
@@ -400,11 +412,14 @@ class Trainer:
             raise ValueError(f"max_epochs must be an integer of at least 1; got {max_epochs!r}")
         self.max_epochs = max_epochs
         self._should_terminate = False
+        self._join_process_group()
         try:
             self._log_plugins()
             self._fire(TrainingEvents.TRAINING_STARTED)
+            self._agree_on_stop()
             while (self.current_epoch < max_epochs or self._resume_position is not None) and not self._should_terminate:
                 self._run_epoch()
+                self._agree_on_stop()
             self._fire(TrainingEvents.TRAINING_COMPLETED)
         except BaseException as error:
             self._note_plugin_culprit(error)
@@ -415,6 +430,20 @@ class Trainer:
                 self._note_plugin_culprit(second)
                 raise
             raise
+
+    def _join_process_group(self) -> None:
+        if not distributed.is_initialized() or distributed.world_size() == 1:
+            return
+        if self._stop_vote is None:
+            self._stop_vote = StopVote()
+            self._rebuild_callbacks(TrainingEvents.TRAINING_ITERATION_COMPLETED)
+        self._stop_vote.reset()
+        if not distributed.is_main_process() and logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)  # only rank 0 logs progress; all ranks log problems
+
+    def _agree_on_stop(self) -> None:
+        if self._stop_vote is not None:
+            self._stop_vote.settle(self)
 
     def _note_plugin_culprit(self, error: BaseException) -> None:
         # Found from the traceback after the fact, so that hooks need no wrapper on the hot path.
@@ -498,6 +527,7 @@ class Trainer:
                         f"training_data yielded no batches in epoch {self.current_epoch}: it must hold at least "
                         "one batch on every pass"
                     )
+        self._agree_on_stop()
         self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
 
     def _run_validation(self, resume: dict[str, Any] | None) -> None:
@@ -518,6 +548,7 @@ class Trainer:
                     callback(self)
                 if self._should_terminate:
                     break
+        self._agree_on_stop()
         self._fire(TrainingEvents.VALIDATION_COMPLETED)
 
     # -- logging ------------------------------------------------------------------------
