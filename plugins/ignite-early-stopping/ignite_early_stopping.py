@@ -63,7 +63,8 @@ class EarlyStopping:
     A score of NaN counts as no improvement. When there is no score (outputs without a plain
     number, e.g. tuples or dicts) the plugin warns once, naming the fix (``score_function``),
     and makes no decision for that epoch. An epoch whose validation run (or training epoch,
-    without validation data) was cut by ``terminate()`` before it started is not checked.
+    without validation data) was cut short by ``terminate()`` is not checked: a partial run is
+    no evidence, and a run resumed from a checkpoint then checks that epoch once, when whole.
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class EarlyStopping:
         self._best_score = None if best is None else float(best)
         self._best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
         self._counter = int(state["counter"])
+        self._checked_runs = None
 
     # -- the decision ------------------------------------------------------------------------
 
@@ -173,12 +175,30 @@ class EarlyStopping:
             return score < self._best_score - self.min_delta
         return score > self._best_score + self.min_delta
 
+    def _epoch_was_cut(self, trainer: Trainer) -> bool:
+        """True when ``terminate()`` cut the run the score comes from (the validation run, or
+        the training epoch without validation data): no new run, an empty training run, or
+        fewer batches than the data has (when it has a length)."""
+        validation = trainer.validation_data is not None
+        history = trainer.validation_history if validation else trainer.training_history
+        if history.num_runs == 0 or history.num_runs == self._checked_runs:
+            return True
+        done = len(history.run())
+        if not validation and done == 0:
+            return True
+        try:
+            expected = len(trainer.validation_data if validation else trainer.training_data)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return done < expected
+
     @hookimpl
     def ignite_epoch_completed(self, trainer: Trainer) -> None:
         """Check the score; terminate the run after ``patience`` epochs without improvement."""
+        # Collective, so that every rank skips (or checks) the same epochs.
+        if distributed.agree_any(self._epoch_was_cut(trainer)):
+            return  # a partial run is no evidence; a resumed run checks the epoch once it is whole
         history = trainer.validation_history if trainer.validation_data is not None else trainer.training_history
-        if history.num_runs == self._checked_runs:
-            return  # terminate() cut this epoch before its run: nothing new to judge
         self._checked_runs = history.num_runs
         epoch = trainer.current_epoch
         score, reason = self._score(trainer)

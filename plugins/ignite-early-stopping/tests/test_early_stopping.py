@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,7 +246,7 @@ def test_without_validation_data_monitors_the_training_epoch_mean():
     assert plugin.best_score < 1e-3
 
 
-def test_an_epoch_cut_by_terminate_before_validation_is_not_counted():
+def test_an_epoch_cut_by_terminate_is_not_counted():
     trainer = Regression().trainer(patience=5, score_function=from_list([1.0] * 5))
 
     def stop_in_epoch_3(trainer):
@@ -253,6 +257,47 @@ def test_an_epoch_cut_by_terminate_before_validation_is_not_counted():
     trainer.run(max_epochs=5)
     assert trainer.current_epoch == 3 and trainer.validation_history.num_runs == 2
     assert trainer.plugins["early_stopping"].counter == 1  # epoch 2 only
+
+
+def test_a_validation_run_cut_short_is_checked_once_after_resume(tmp_path):
+    scores = from_list([1.0] * 5)
+    first = Regression().trainer(patience=5, score_function=scores)
+
+    def save_and_stop_during_validation_3(trainer):
+        if trainer.current_epoch == 3:
+            torch.save(trainer.state_dict(), tmp_path / "state.pt")  # a mid-validation checkpoint
+            trainer.terminate()
+
+    first.add_event_handler(TrainingEvents.VALIDATION_ITERATION_COMPLETED, save_and_stop_during_validation_3)
+    first.run(max_epochs=5)
+    assert first.current_epoch == 3 and len(first.validation_history.run()) == 1  # 1 of 2 batches
+    assert first.plugins["early_stopping"].counter == 1  # the partial run of epoch 3 is not judged
+
+    second = Regression().trainer(patience=5, score_function=scores)
+    second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    second.run(max_epochs=3)  # finishes epoch 3's validation run
+    assert second.current_epoch == 3 and second.validation_history.num_runs == 3
+    assert second.plugins["early_stopping"].counter == 2
+
+
+def test_data_without_a_length_is_judged_by_its_runs():
+    class Batches:  # re-iterable, no __len__
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __iter__(self):
+            return iter(self.batches)
+
+    task = Regression()
+    trainer = Trainer(
+        Batches(task.training_data),
+        task.update,
+        Batches(task.validation_data),
+        task.validate,
+        plugins={"early_stopping": {"patience": 2, "score_function": from_list([3, 2, 2, 2, 1])}},
+    )
+    trainer.run(max_epochs=5)
+    assert trainer.current_epoch == 4
 
 
 def test_inactive_without_patience_and_says_so_once(caplog):
@@ -326,29 +371,38 @@ def test_score_function_returning_a_non_number_raises_naming_it():
         trainer.run(max_epochs=2)
 
 
-def test_state_dict_round_trip_continues_counting(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="ignite")
-    scores = [3, 2, 1, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1]
-    first = Regression().trainer(patience=3, score_function=from_list(scores))
-    first.run(max_epochs=4)
-    assert first.current_epoch == 4  # best 1 at epoch 3, one epoch without improvement
-    path = tmp_path / "early_stopping.pt"
-    torch.save({"epoch": first.current_epoch, "early_stopping": first.plugins["early_stopping"].state_dict()}, path)
+SCORES = [3, 2, 1, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1]
 
-    checkpoint = torch.load(path, weights_only=True)
-    second = Regression(seed=1).trainer(patience=3, score_function=from_list(scores))
+
+def test_state_dict_round_trip_continues_counting_across_two_trainers(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ignite")
+    first = Regression().trainer(patience=3, score_function=from_list(SCORES))
+    first.run(max_epochs=4)
+    assert first.current_epoch == 4  # best 1 at epoch 3, then one epoch without improvement
+    assert first.state_dict()["plugins"]["early_stopping"] == {"best_score": 1.0, "best_epoch": 3, "counter": 1}
+    torch.save(first.state_dict(), tmp_path / "checkpoint.pt")
+
+    second = Regression(seed=1).trainer(patience=3, score_function=from_list(SCORES))
+    second.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
     plugin = second.plugins["early_stopping"]
-    plugin.load_state_dict(checkpoint["early_stopping"])
     assert (plugin.best_score, plugin.best_epoch, plugin.counter) == (1.0, 3, 1)
-    second.current_epoch = checkpoint["epoch"]  # what a checkpoint plugin restores
     second.run(max_epochs=10)
     assert second.current_epoch == 6
     assert stop_lines(caplog)[-1] == "Early stopping at epoch 6: no improvement for 3 epochs, best 1 at epoch 3"
 
-    fresh = Regression(seed=1).trainer(patience=3, score_function=from_list(scores))
+    fresh = Regression(seed=1).trainer(patience=3, score_function=from_list(SCORES))
     fresh.current_epoch = 4
     fresh.run(max_epochs=10)
     assert fresh.current_epoch == 8  # without the state it would have started counting again
+
+
+def test_plugin_state_dict_alone_round_trips(tmp_path):
+    first = Regression().trainer(patience=3, score_function=from_list(SCORES))
+    first.run(max_epochs=5)
+    torch.save(first.plugins["early_stopping"].state_dict(), tmp_path / "early_stopping.pt")
+    plugin = EarlyStopping(patience=3)
+    plugin.load_state_dict(torch.load(tmp_path / "early_stopping.pt", weights_only=True))
+    assert plugin.state_dict() == {"best_score": 1.0, "best_epoch": 3, "counter": 2}
 
 
 def test_load_state_dict_rejects_a_foreign_dict():
@@ -364,3 +418,51 @@ def test_best_score_and_best_epoch_are_read_only():
         plugin.best_score = 0.0
     with pytest.raises(AttributeError):
         plugin.best_epoch = 1
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Two real processes with a gloo process group (file rendezvous, loopback only), each
+    training twice; returns what each rank saw, per case."""
+    folder = tmp_path_factory.mktemp("distributed")
+    worker = Path(__file__).with_name("early_stopping_distributed_worker.py")
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "IGNITE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(rank), "2", str(folder)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=180)[0].decode() for process in processes]
+    finally:
+        for process in processes:  # a hung rank must not outlive the test
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
+def test_distributed_ranks_decide_on_the_reduced_score_and_stop_together(two_ranks):
+    ranks = [rank["default"] for rank in two_ranks]
+    assert ranks[0]["epoch"] == ranks[1]["epoch"] < 200
+    assert ranks[0]["best_epoch"] == ranks[1]["best_epoch"]
+    assert ranks[0]["best_score"] == ranks[1]["best_score"]
+    best = ranks[0]["best_epoch"] - 1
+    # Equal batch counts on both ranks: the reduced score is the mean of the two ranks' means.
+    assert ranks[0]["best_score"] == pytest.approx((ranks[0]["local_means"][best] + ranks[1]["local_means"][best]) / 2)
+    assert ranks[0]["local_means"][best] != pytest.approx(ranks[1]["local_means"][best])
+    assert [line.startswith("INFO Early stopping at epoch") for line in ranks[0]["logs"]] == [True]
+    assert ranks[1]["logs"] == []  # only rank 0 logs
+
+
+def test_distributed_ranks_stop_together_even_if_score_function_disagrees(two_ranks):
+    ranks = [rank["disagree"] for rank in two_ranks]
+    assert ranks[0]["epoch"] == ranks[1]["epoch"] == 3  # rank 0 decided at epoch 3, rank 1 followed
+    assert ranks[0]["logs"] == ["INFO Early stopping at epoch 3: no improvement for 2 epochs, best 1 at epoch 1"]
+    assert ranks[1]["logs"] == []
