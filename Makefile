@@ -31,5 +31,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 
+# A Visdom server on 127.0.0.1:8097 that starts offline (run_server.main skips the download
+# of web assets that `python -m visdom.server` attempts first).
+visdom: $(STAMP)
+	$(PY) -c "import sys; from visdom.server.run_server import main; sys.argv = ['visdom', '-port', '8097', '--hostname', '127.0.0.1', '-bind_local']; main()"
+
 clean:
 	rm -rf $(VENV) build *.egg-info runs checkpoints

@@ -353,3 +353,31 @@ def test_finite_outputs_are_not_stopped_and_guard_is_off_by_default():
     unguarded = Trainer([float("nan")], lambda b: b)
     unguarded.run(2)
     assert len(unguarded.training_history) == 2
+
+
+def test_profile_reports_each_handler_hook_and_update_function(caplog):
+    class Slowish:
+        @hookimpl
+        def ignite_training_iteration_completed(self, trainer):
+            sum(range(1000))
+
+    def on_epoch(trainer):
+        pass
+
+    trainer = Trainer([1, 2, 3], lambda b: float(b), validation_data=[1], validation_update_function=float, profile=True)
+    trainer.register_plugin(Slowish(), name="slowish")
+    trainer.add_event_handler(E.EPOCH_COMPLETED, on_epoch)
+    with caplog.at_level("INFO", logger="ignite"):
+        trainer.run(2)
+    rows = {(row["kind"], row["name"], row["event"]): row for row in trainer.profile_report()}
+    assert rows[("plugin", "slowish", "TRAINING_ITERATION_COMPLETED")]["calls"] == 6
+    assert rows[("handler", "test_profile_reports_each_handler_hook_and_update_function.<locals>.on_epoch", "EPOCH_COMPLETED")]["calls"] == 2
+    assert rows[("update", "training_update_function", "")]["calls"] == 6
+    assert rows[("update", "validation_update_function", "")]["calls"] == 2
+    assert abs(sum(row["share"] for row in rows.values()) - 1.0) < 1e-6
+    assert any("Profile of the run" in message and "slowish" in message for message in caplog.messages)
+
+
+def test_profile_report_without_profiling_says_how_to_turn_it_on():
+    with pytest.raises(RuntimeError, match="profile=True"):
+        Trainer([1], lambda b: b).profile_report()
