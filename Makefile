@@ -23,7 +23,7 @@ $(STAMP): $(PY) setup.cfg constraints.txt requirements-dev.txt $(addsuffix setup
 	touch $@
 
 run: $(STAMP)
-	$(PY) examples/train.py
+	$(PY) examples/digits.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
