@@ -30,6 +30,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/import_time.py
 
 # A Visdom server on 127.0.0.1:8097 that starts offline (run_server.main skips the download
 # of web assets that `python -m visdom.server` attempts first).
