@@ -228,9 +228,13 @@ class EarlyStopping:
         trainer.terminate()
         if not distributed.is_main_process():
             return
-        if stop:
+        if stop and self._best_score is None:
             logger.info(
-                "Early stopping at epoch %d: no improvement for %d epochs, best %s at epoch %s",
+                "Early stopping at epoch %d: no improvement for %d epochs, every score was NaN", epoch, self._counter
+            )
+        elif stop:
+            logger.info(
+                "Early stopping at epoch %d: no improvement for %d epochs, best %s at epoch %d",
                 epoch,
                 self._counter,
                 _format(self._best_score),

@@ -292,7 +292,9 @@ class LRReduction:
         and keeps its schedulers' positions. Settings saved with a scheduler's state (factor,
         patience, ...) are restored with it, as torch's ``load_state_dict`` does."""
         if not isinstance(state, Mapping) or "plateau" not in state or "schedulers" not in state:
-            raise ValueError("lr_reduction state must be a dict from LRReduction.state_dict() (keys plateau, schedulers)")
+            raise ValueError(
+                "lr_reduction state must be a dict from LRReduction.state_dict() (keys plateau, schedulers)"
+            )
         for key, own in (("plateau", len(self._plateaus)), ("schedulers", len(self._schedulers))):
             if len(state[key]) != own:
                 what = "optimizers" if key == "plateau" else "schedulers"

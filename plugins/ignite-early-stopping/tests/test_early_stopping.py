@@ -153,6 +153,14 @@ def test_nan_score_counts_as_no_improvement():
     assert (nan_first.plugins["early_stopping"].best_score, nan_first.plugins["early_stopping"].best_epoch) == (1.0, 3)
 
 
+def test_only_nan_scores_stop_after_patience(caplog):
+    caplog.set_level(logging.INFO, logger="ignite")
+    trainer = Regression().trainer(patience=2, score_function=from_list([math.nan] * 4))
+    trainer.run(max_epochs=4)
+    assert trainer.current_epoch == 2
+    assert stop_lines(caplog) == ["Early stopping at epoch 2: no improvement for 2 epochs, every score was NaN"]
+
+
 def test_nan_validation_loss_counts_as_no_improvement_with_the_default_score():
     task = Regression()
     trainer = Trainer(
@@ -181,7 +189,9 @@ def test_no_score_warns_once_and_decides_nothing(caplog):
     )
     trainer.run(max_epochs=4)
     assert trainer.current_epoch == 4
-    warnings = [r.getMessage() for r in caplog.records if r.name == "ignite.early_stopping" and r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "ignite.early_stopping" and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1
     assert "no score at epoch 1" in warnings[0]
     assert "validation run" in warnings[0] and "score_function" in warnings[0]

@@ -235,7 +235,9 @@ def test_no_score_warns_once_and_leaves_the_rate_alone(caplog):
         plugins={"lr_reduction": {"optimizer": task.optimizer, "patience": 0}},
     )
     trainer.run(max_epochs=4)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "ignite.lr_reduction" and r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "ignite.lr_reduction" and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1
     assert "no score at epoch 1" in warnings[0] and "score_function" in warnings[0]
     assert task.optimizer.param_groups[0]["lr"] == 0.1
@@ -411,7 +413,9 @@ def test_plateau_reduction_together_with_an_iteration_scheduler(caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     task = Regression(lr=0.1)
     warmup = torch.optim.lr_scheduler.LambdaLR(task.optimizer, lambda step: 1.0)  # a no-op scheduler, stepped
-    trainer = task.trainer(patience=0, scheduler=warmup, scheduler_step="iteration", score_function=from_list([1.0] * 3))
+    trainer = task.trainer(
+        patience=0, scheduler=warmup, scheduler_step="iteration", score_function=from_list([1.0] * 3)
+    )
     trainer.run(max_epochs=3)
     assert warmup.last_epoch == 12
     # LambdaLR resets the rate to base_lr * lambda on every step: the plateau reduction of
