@@ -137,14 +137,21 @@ def installed_plugins() -> set[str]:
     return {entry_point.name for entry_point in entry_points(group="ignite.plugins")}
 
 
-def remove_old_checkpoints(dirname: str) -> None:
-    """A fresh run starts a fresh series of checkpoints: a later --resume must not pick up a
-    longer, older run's newest checkpoint."""
+def remove_old_checkpoints(trainer: Trainer) -> None:
+    """A fresh run starts a fresh series of checkpoints, so that a later --resume continues
+    this run and not an older, longer one (the checkpoint plugin resumes from the newest)."""
+    checkpoint = trainer.plugins.get("checkpoint")
+    if checkpoint is None or checkpoint.resume:
+        return
     from ignite_checkpoint import list_checkpoints
 
-    old = list_checkpoints(dirname)
+    old = list_checkpoints(checkpoint.dirname)
     if old:
-        logger.info("Starting afresh: removing %d checkpoint(s) of an earlier run from %s (--resume continues from them instead)", len(old), dirname)
+        logger.info(
+            "Starting afresh: removing %d checkpoint(s) of an earlier run from %s (--resume would continue from them)",
+            len(old),
+            checkpoint.dirname,
+        )
         for path in old:
             os.remove(path)
 
@@ -173,8 +180,6 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
         },
     }
     installed = installed_plugins()
-    if "checkpoint" in installed and not args.resume:
-        remove_old_checkpoints(args.checkpoint_dir)
     for name in sorted(set(wanted) - installed):
         logger.info("Plugin %s is not installed: skipped (pip install -e plugins/ignite-%s)", name, name.replace("_", "-"))
     options = {name: value for name, value in wanted.items() if name in installed}
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plugins=plugin_options(args, model, optimizer),
     )
 
+    remove_old_checkpoints(trainer)
     started: dict[str, int] = {}
 
     def note_start(trainer: Trainer) -> None:

@@ -27,6 +27,7 @@ GAN = EXAMPLES / "gan.py"
 CUSTOM_PLUGIN = EXAMPLES / "custom_plugin"
 INSTALLED = {entry_point.name for entry_point in entry_points(group="ignite.plugins")}
 ITERATIONS_PER_EPOCH = 45  # 1,437 training images in batches of 32
+STALE_CHECKPOINT = "checkpoint_e0099_i00009999.pt"
 
 needs_tensorboard = pytest.mark.skipif("tensorboard" not in INSTALLED, reason="ignite-tensorboard is not installed")
 needs_checkpoint = pytest.mark.skipif("checkpoint" not in INSTALLED, reason="ignite-checkpoint is not installed")
@@ -65,6 +66,9 @@ def tensorboard_tags(log_dir: str) -> set[str]:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One short digits.py run (2 epochs) shared by the tests that look at its results."""
     folder = tmp_path_factory.mktemp("digits")
+    # Left by an "earlier, longer run": a fresh run must remove it, or --resume would pick it.
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / STALE_CHECKPOINT).write_bytes(b"not a checkpoint")
     output = run_example(
         DIGITS,
         "--epochs", "2",
@@ -104,6 +108,8 @@ def test_digits_writes_tensorboard_events(digits_run: dict[str, Any]) -> None:
 def test_digits_resume_continues_the_epoch_count(digits_run: dict[str, Any]) -> None:
     folder = digits_run["folder"]
     checkpoints = sorted(os.listdir(folder / "checkpoints"))
+    assert STALE_CHECKPOINT not in checkpoints
+    assert "removing 1 checkpoint(s) of an earlier run" in digits_run["output"]
     assert checkpoints and checkpoints[-1].startswith("checkpoint_e0002_")
     output = run_example(
         DIGITS,
