@@ -58,3 +58,38 @@ def test_state_round_trip():
     copy = History()
     copy.load_state_dict(history.state_dict())
     assert copy == history and copy.run() == [1.0]
+
+
+def test_finished_float_runs_are_compacted_and_read_back_identically():
+    from array import array
+
+    history = History()
+    expected = []
+    for run in range(4):
+        history.start_run()
+        for i in range(5):
+            value = float(run * 10 + i) if run != 2 else (run, i)  # run 2 holds tuples
+            history.append(value)
+            expected.append(value)
+    assert isinstance(history._chunks[1], array) and isinstance(history._chunks[3], list)
+    assert list(history) == expected and len(history) == 20
+    for index in (0, 4, 5, 13, 19, -1, -6, -20):
+        assert history[index] == expected[index]
+    for piece in (slice(None), slice(3, 17), slice(-7, -1), slice(None, None, 3), slice(18, 2, -4), slice(-3, None)):
+        assert history[piece] == expected[piece]
+    with pytest.raises(IndexError):
+        history[20]
+    assert history.run(1) == expected[5:10] and type(history.run(0)[0]) is float
+    copy = History()
+    copy.load_state_dict(history.state_dict())
+    assert copy == history and copy[-1] == expected[-1]
+    copy.append(99.0)
+    assert copy.run() == [*expected[15:], 99.0]
+
+
+def test_values_before_any_run_are_kept():
+    history = History()
+    history.append(1.0)
+    history.start_run()
+    history.append(2.0)
+    assert list(history) == [1.0, 2.0] and history.run() == [2.0] and history.num_runs == 1
