@@ -95,6 +95,17 @@ def _schedulers(scheduler: Any) -> list[LRScheduler]:
     return found
 
 
+def _hint(score_function: Any, key: str, trainer: Trainer, options: str) -> str:
+    """How to get a score: return one from score_function, or pass one that picks ``key``."""
+    if score_function is not None:
+        return ": make score_function return a number"
+    validation = trainer.validation_data is not None
+    return (
+        f": pass score_function=, a callable(trainer) -> float, e.g. plugins={{{options}'score_function': "
+        f"lambda trainer: ignite.monitor.epoch_means(trainer, validation={validation})[{key!r}]}}}}"
+    )
+
+
 def _learning_rates(optimizer: torch.optim.Optimizer) -> list[float]:
     return [float(group["lr"]) for group in optimizer.param_groups]
 
@@ -310,14 +321,15 @@ class LRReduction:
 
     # -- the hooks ---------------------------------------------------------------------------
 
-    def _score(self, trainer: Trainer) -> tuple[float | None, str]:
-        """This epoch's score, or None and the reason there is none. Collective by default."""
+    def _score(self, trainer: Trainer) -> tuple[float | None, str, str]:
+        """This epoch's score, or None, the reason there is none and the key of an item that
+        a score_function could use. Collective by default."""
         if self.score_function is not None:
             value = self.score_function(trainer)
             if value is None:
-                return None, "score_function returned None"
+                return None, "score_function returned None", ""
             try:
-                return float(value), ""
+                return float(value), "", ""
             except (TypeError, ValueError):
                 raise TypeError(
                     "lr_reduction score_function must return a number or a one-element tensor; "
@@ -325,11 +337,16 @@ class LRReduction:
                 ) from None
         validation = trainer.validation_data is not None
         # monitor.default_score, but keeping NaN: a diverged loss must count as no improvement.
-        score = monitor.epoch_means(trainer, validation=validation).get("")
+        means = monitor.epoch_means(trainer, validation=validation)
+        score = means.get("")
         if score is None:
             where = "the last validation run's outputs" if validation else "the last training epoch's outputs"
-            return None, f"{where} hold no plain number (they are tuples, dicts or other objects, or the run was empty)"
-        return score, ""
+            if means:  # tuples or dicts: name the numbers they do hold
+                items = ", ".join(repr(key) for key in means)
+                reason = f"{where} hold no plain number, only the numbered or named items {items}"
+                return None, reason, next(iter(means))
+            return None, f"{where} hold no number (they are not numbers, or the run was empty)", "loss"
+        return score, "", ""
 
     def _epoch_was_cut(self, trainer: Trainer) -> bool:
         """True when ``terminate()`` cut the run the score comes from (see EarlyStopping)."""
@@ -353,15 +370,14 @@ class LRReduction:
         history = trainer.validation_history if trainer.validation_data is not None else trainer.training_history
         self._checked_runs = history.num_runs
         epoch = trainer.current_epoch
-        score, reason = self._score(trainer)
+        score, reason, key = self._score(trainer)
         if score is None:
             if not self._warned_no_score and distributed.is_main_process():
                 logger.warning(
-                    "LR reduction has no score at epoch %d: %s. It leaves the learning rate alone until it gets one: "
-                    "pass score_function=, a callable(trainer) -> float, e.g. plugins={'lr_reduction': {'optimizer': "
-                    "optimizer, 'score_function': lambda trainer: trainer.validation_history.run_mean(key='loss')}}",
+                    "LR reduction has no score at epoch %d: %s. It leaves the learning rate alone until it gets one%s",
                     epoch,
                     reason,
+                    _hint(self.score_function, key, trainer, "'lr_reduction': {'optimizer': optimizer, "),
                 )
             self._warned_no_score = True
             return

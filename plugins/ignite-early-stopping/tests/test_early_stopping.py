@@ -194,7 +194,8 @@ def test_no_score_warns_once_and_decides_nothing(caplog):
     ]
     assert len(warnings) == 1
     assert "no score at epoch 1" in warnings[0]
-    assert "validation run" in warnings[0] and "score_function" in warnings[0]
+    assert "validation run" in warnings[0] and "only the numbered or named items 'loss', 'accuracy'" in warnings[0]
+    assert "'score_function': lambda trainer: ignite.monitor.epoch_means(trainer, validation=True)['loss']" in warnings[0]
     assert trainer.plugins["early_stopping"].best_score is None
 
 
@@ -205,6 +206,7 @@ def test_score_function_returning_none_makes_no_decision(caplog):
     assert trainer.current_epoch == 4  # epochs 2 and 3 were not counted
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "score_function returned None" in warnings[0]
+    assert warnings[0].endswith("make score_function return a number")
 
 
 def test_score_function_with_dict_outputs():

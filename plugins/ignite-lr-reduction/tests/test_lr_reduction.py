@@ -239,7 +239,8 @@ def test_no_score_warns_once_and_leaves_the_rate_alone(caplog):
         r.getMessage() for r in caplog.records if r.name == "ignite.lr_reduction" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 1
-    assert "no score at epoch 1" in warnings[0] and "score_function" in warnings[0]
+    assert "no score at epoch 1" in warnings[0] and "only the numbered or named items '0', '1'" in warnings[0]
+    assert "'score_function': lambda trainer: ignite.monitor.epoch_means(trainer, validation=True)['0']" in warnings[0]
     assert task.optimizer.param_groups[0]["lr"] == 0.1
 
 
