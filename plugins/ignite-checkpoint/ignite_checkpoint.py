@@ -1,0 +1,418 @@
+"""Ignite plugin: atomic checkpoints of the trainer and the user's objects, and exact resume.
+
+Enable it with a folder and the objects to save::
+
+    trainer = Trainer(train_loader, update, val_loader, validate, plugins={
+        "checkpoint": {"dirname": "checkpoints", "objects": {"model": model, "optimizer": optimizer},
+                       "every_iterations": 500, "resume": True},
+    })
+
+A checkpoint is ``{"format": "ignite-checkpoint/1", "trainer": trainer.state_dict(),
+"objects": {name: obj.state_dict()}}`` written with :func:`torch.save` to a temporary file in
+the same folder, flushed, fsynced and renamed over its final name, so a file under a final
+name is always complete. Checkpoints are read with ``torch.load(weights_only=True)``: loading
+one cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import ignite
+from ignite import distributed, hookimpl
+
+if TYPE_CHECKING:
+    from ignite.trainer import Trainer
+
+__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "checkpoint_name", "list_checkpoints", "load_checkpoint"]
+
+logger = logging.getLogger("ignite.checkpoint")
+
+#: The value of the ``"format"`` key of every checkpoint this module writes.
+FORMAT = "ignite-checkpoint/1"
+
+_NAME = re.compile(r"checkpoint_e(\d+)_i(\d+)\.pt")
+_TEMPORARY_PREFIX = ".checkpoint_"
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+class CheckpointError(Exception):
+    """A file cannot be used as a checkpoint: it is missing, truncated, corrupt, refused by
+    the weights-only loader, or not a checkpoint of this plugin. The message names the file."""
+
+
+def checkpoint_name(epoch: int, iteration: int) -> str:
+    """The file name of the checkpoint taken in ``epoch`` after global ``iteration``, e.g.
+    ``checkpoint_e0003_i00000150.pt``. Zero-padded, so names sort like the runs' progress
+    (numerically beyond 9999 epochs or 10^8 iterations, see :func:`list_checkpoints`)."""
+    return f"checkpoint_e{epoch:04d}_i{iteration:08d}.pt"
+
+
+def list_checkpoints(dirname: str | os.PathLike[str]) -> list[str]:
+    """The paths of the checkpoint files in ``dirname``, oldest first (by epoch, then
+    iteration, compared as numbers). Temporary files of unfinished saves are not listed.
+    An absent folder holds none."""
+    try:
+        names = os.listdir(dirname)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = _NAME.fullmatch(name)
+        if match is not None:
+            found.append((int(match.group(1)), int(match.group(2)), name))
+    return [os.path.join(dirname, name) for _, _, name in sorted(found)]
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :class:`Checkpoint`, on the CPU, with
+    ``torch.load(weights_only=True)``.
+
+    Returns ``{"format": ..., "trainer": {...}, "objects": {name: state}}``. Raises
+    :class:`CheckpointError` naming the file when it is missing, truncated or corrupt, holds
+    anything the weights-only loader refuses (a pickle that would run code), or is some other
+    torch file.
+    """
+    path = os.fspath(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint {path!r} does not exist") from None
+    except Exception as error:  # zip, pickle, EOF and weights-only errors all mean "unusable"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"Checkpoint {path!r} cannot be read (truncated, corrupt, or holding objects that a "
+            f"weights-only load refuses): {type(error).__name__}: {first_line}"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = f"format {state.get('format')!r}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path!r} is not an ignite checkpoint (expected a dict with format {FORMAT!r}, found {found})"
+        )
+    if not isinstance(state.get("trainer"), dict) or not isinstance(state.get("objects"), dict):
+        raise CheckpointError(f"Checkpoint {path!r} lacks its 'trainer' or 'objects' entry")
+    return state
+
+
+def _fsync_directory(dirname: str) -> None:
+    # Makes the rename itself durable. Some platforms cannot open a folder: nothing to do there.
+    try:
+        fd = os.open(dirname, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - filesystems that refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_save(payload: Any, path: str) -> None:
+    dirname = os.path.dirname(path) or "."
+    temporary = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{os.getpid()}{_TEMPORARY_SUFFIX}")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(dirname)
+
+
+def _positive_int_or_none(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"checkpoint option {name} must be a positive integer or None; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"checkpoint option {name} must be at least 1; got {value}")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"checkpoint option {name} must be True or False; got {value!r}")
+    return value
+
+
+def _check_objects(objects: Any) -> dict[str, Any]:
+    if objects is None:
+        return {}
+    if not isinstance(objects, Mapping):
+        raise TypeError(
+            "checkpoint option objects must be a dict of name -> object with state_dict() and "
+            f"load_state_dict(), e.g. {{'model': model, 'optimizer': optimizer}}; got {type(objects).__name__}"
+        )
+    for name, obj in objects.items():
+        if not isinstance(name, str):
+            raise TypeError(f"checkpoint option objects: names must be strings; got {name!r}")
+        missing = [m for m in ("state_dict", "load_state_dict") if not callable(getattr(obj, m, None))]
+        if missing:
+            raise TypeError(
+                f"checkpoint option objects[{name!r}] ({type(obj).__name__}) has no {' or '.join(missing)}(): "
+                "only objects with state_dict() and load_state_dict() can be saved"
+            )
+    return dict(objects)
+
+
+def _where(trainer_state: Mapping[str, Any]) -> str:
+    position = trainer_state.get("position")
+    if position is None:
+        return "end of the epoch"
+    if position["phase"] == "validation":
+        return "after training, validation to run again"
+    return f"after batch {position['batches_done']} of the epoch"
+
+
+class Checkpoint:
+    """Save the trainer's state and the given objects every few iterations and/or epochs,
+    and on Ctrl-C; with ``resume``, continue from the newest good checkpoint.
+
+    Args:
+        dirname: folder of the checkpoints, created at TRAINING_STARTED. Without it the plugin
+            is inactive.
+        objects: what to save beside the trainer, by name: anything with ``state_dict()`` and
+            ``load_state_dict()`` (models, optimizers, LR schedulers, GradScalers).
+        every_iterations: save after every this many training iterations (global count).
+        every_epochs: save after every this many epochs. When neither is given: 1.
+        keep: how many of this run's checkpoints to keep (the newest ones); None keeps all.
+        resume: at TRAINING_STARTED, load the newest checkpoint in ``dirname`` that can be
+            read (unreadable ones are skipped with a warning) and continue from it.
+        save_on_interrupt: on KeyboardInterrupt, save a checkpoint of the point reached before
+            the exception goes on.
+
+    Only the main process (rank 0) writes files; every rank loads on resume, so the folder
+    must be visible to all of them.
+    """
+
+    def __init__(
+        self,
+        dirname: str | os.PathLike[str] | None = None,
+        objects: Mapping[str, Any] | None = None,
+        every_iterations: int | None = None,
+        every_epochs: int | None = None,
+        keep: int | None = 3,
+        resume: bool = False,
+        save_on_interrupt: bool = True,
+    ) -> None:
+        if dirname is None:
+            raise ignite.PluginInactive(
+                "no folder to write to: pass plugins={'checkpoint': {'dirname': 'checkpoints', "
+                "'objects': {'model': model, 'optimizer': optimizer}}}"
+            )
+        if not isinstance(dirname, (str, os.PathLike)):
+            raise TypeError(f"checkpoint option dirname must be a path (str or os.PathLike); got {type(dirname).__name__}")
+        self.dirname = os.fspath(dirname)
+        if not self.dirname:
+            raise ValueError("checkpoint option dirname must not be empty; pass '.' for the current folder")
+        self.objects = _check_objects(objects)
+        self.every_iterations = _positive_int_or_none("every_iterations", every_iterations)
+        self.every_epochs = _positive_int_or_none("every_epochs", every_epochs)
+        if self.every_iterations is None and self.every_epochs is None:
+            self.every_epochs = 1
+        self.keep = _positive_int_or_none("keep", keep)
+        self.resume = _check_bool("resume", resume)
+        self.save_on_interrupt = _check_bool("save_on_interrupt", save_on_interrupt)
+        if self.every_iterations is None:
+            # No per-iteration hook at all when it has nothing to do: an attribute on the
+            # instance hides the method from pluggy, so the hot path does not call it.
+            self.ignite_training_iteration_completed = None  # type: ignore[assignment]
+        self._started = False
+        self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
+        self._saved_iteration: int | None = None  # the global iteration of the newest of them
+
+    # -- hooks --------------------------------------------------------------------------
+
+    @hookimpl(tryfirst=True)
+    def ignite_training_started(self, trainer: Trainer) -> None:
+        """Create the folder and, with ``resume``, load the newest good checkpoint (once per
+        plugin instance: a second ``run()`` continues from where the first ended)."""
+        if self._started:
+            return
+        self._started = True
+        existing = list_checkpoints(self.dirname)
+        if distributed.is_main_process():
+            os.makedirs(self.dirname, exist_ok=True)
+            self._remove_temporary_files()
+        if self.resume:
+            self._resume(trainer, existing)
+        elif existing and distributed.is_main_process():
+            logger.warning(
+                "%s already holds %d checkpoint(s), the newest %s; resume=False: this run starts from scratch "
+                "and leaves them alone (keep does not prune them). A later resume=True picks the newest by epoch "
+                "and iteration, which may be one of them: remove them or use another dirname.",
+                self.dirname,
+                len(existing),
+                os.path.basename(existing[-1]),
+            )
+
+    @hookimpl(trylast=True)
+    def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
+        """Save when the global iteration is a multiple of ``every_iterations``."""
+        if trainer.current_iteration % self.every_iterations == 0:  # type: ignore[operator]
+            self.save(trainer)
+
+    @hookimpl(trylast=True)
+    def ignite_epoch_completed(self, trainer: Trainer) -> None:
+        """Save when the epoch number is a multiple of ``every_epochs``."""
+        if self.every_epochs is not None and trainer.current_epoch % self.every_epochs == 0:
+            self.save(trainer)
+
+    @hookimpl(trylast=True)
+    def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
+        """On KeyboardInterrupt, save the point reached (see the README for what that means
+        when the interrupt came inside an update)."""
+        if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt) and self._started):
+            return
+        if not distributed.is_main_process():
+            return
+        state = trainer.state_dict()
+        path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], state["current_iteration"]))
+        if state["current_iteration"] < trainer.current_iteration:
+            # Interrupted after iteration N started and before its output was recorded: in
+            # its update function (or a TRAINING_ITERATION_STARTED handler).
+            if self._written and self._saved_iteration == state["current_iteration"]:
+                logger.warning(
+                    "Interrupted inside iteration %d: keeping %s, saved cleanly after iteration %d, rather than "
+                    "saving a state that the interrupted update may have changed",
+                    trainer.current_iteration,
+                    self._written[-1],
+                    state["current_iteration"],
+                )
+                return
+            logger.warning(
+                "Interrupted inside iteration %d, before its output was recorded: saving as after iteration %d. "
+                "If the interrupt came after optimizer.step(), the model already holds part of iteration %d and a "
+                "run resumed from %s will not be bit-identical to an uninterrupted one",
+                trainer.current_iteration,
+                state["current_iteration"],
+                trainer.current_iteration,
+                path,
+            )
+        self._write(state, path)
+        logger.info("Interrupted: saved %s (epoch %d, iteration %d)", path, state["current_epoch"], state["current_iteration"])
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save(self, trainer: Trainer) -> str | None:
+        """Save a checkpoint of the trainer now (rank 0 only) and prune old ones; returns the
+        path written, None on other ranks."""
+        if not distributed.is_main_process():
+            return None
+        state = trainer.state_dict()
+        path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], state["current_iteration"]))
+        self._write(state, path)
+        logger.debug("Saved %s", path)
+        return path
+
+    def _write(self, trainer_state: dict[str, Any], path: str) -> None:
+        payload = {
+            "format": FORMAT,
+            "trainer": trainer_state,
+            "objects": {name: obj.state_dict() for name, obj in self.objects.items()},
+        }
+        _atomic_save(payload, path)
+        self._saved_iteration = trainer_state["current_iteration"]
+        # An iteration save on an epoch's last batch and the epoch save share a name: the
+        # later, more complete state replaced the earlier one atomically.
+        if path in self._written:
+            self._written.remove(path)
+        self._written.append(path)
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.keep is None:
+            return
+        while len(self._written) > self.keep:
+            old = self._written.pop(0)
+            try:
+                os.unlink(old)
+            except FileNotFoundError:
+                pass
+
+    def _remove_temporary_files(self) -> None:
+        removed = 0
+        for name in os.listdir(self.dirname):
+            if name.startswith(_TEMPORARY_PREFIX) and name.endswith(_TEMPORARY_SUFFIX):
+                try:
+                    os.unlink(os.path.join(self.dirname, name))
+                    removed += 1
+                except FileNotFoundError:  # pragma: no cover - removed meanwhile
+                    pass
+        if removed:
+            logger.info("Removed %d unfinished temporary checkpoint file(s) from %s", removed, self.dirname)
+
+    # -- resuming -----------------------------------------------------------------------
+
+    def _resume(self, trainer: Trainer, existing: list[str]) -> None:
+        # Every rank loads; only rank 0 logs.
+        main = distributed.is_main_process()
+        for index in range(len(existing) - 1, -1, -1):
+            path = existing[index]
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as error:
+                if main:
+                    logger.warning("Skipping %s; trying the previous checkpoint", error)
+                continue
+            self._restore(trainer, path, state)
+            # The checkpoints up to this one are this run's predecessors: keep prunes them.
+            self._written = existing[: index + 1]
+            self._saved_iteration = state["trainer"]["current_iteration"]
+            return
+        if not main:
+            return
+        if existing:
+            logger.warning(
+                "resume=True: none of the %d checkpoint(s) in %s can be read; starting from scratch",
+                len(existing),
+                self.dirname,
+            )
+        else:
+            logger.info("resume=True: no checkpoint in %s yet; starting from scratch", self.dirname)
+
+    def _restore(self, trainer: Trainer, path: str, state: dict[str, Any]) -> None:
+        saved = state["objects"]
+        missing = [name for name in self.objects if name not in saved]
+        if missing:
+            raise CheckpointError(
+                f"Checkpoint {path!r} holds no state for {', '.join(map(repr, missing))} (it has "
+                f"{', '.join(map(repr, saved)) or 'none'}): resume with the objects it was saved with"
+            )
+        for name in saved:
+            if name not in self.objects and distributed.is_main_process():
+                logger.warning("Checkpoint %s holds a state for %r, which objects= does not name: not restored", path, name)
+        for name, obj in self.objects.items():
+            try:
+                obj.load_state_dict(saved[name])
+            except Exception as error:
+                _add_note(error, f"while restoring objects[{name!r}] from checkpoint {path!r}")
+                raise
+        trainer.load_state_dict(state["trainer"])
+        if not distributed.is_main_process():
+            return
+        logger.info(
+            "Resumed from %s: epoch %d, iteration %d (%s)",
+            path,
+            state["trainer"]["current_epoch"],
+            state["trainer"]["current_iteration"],
+            _where(state["trainer"]),
+        )
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    if hasattr(error, "add_note"):
+        error.add_note(note)

@@ -1,0 +1,607 @@
+"""Tests of the checkpoint plugin: real subprocesses killed with real signals, then resumed;
+real corrupt, foreign and malicious files; real files, no mocks of the plugin's parts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ignite
+from ignite import PluginError, Trainer, TrainingEvents
+from ignite_checkpoint import Checkpoint, CheckpointError, checkpoint_name, list_checkpoints, load_checkpoint
+
+if sys.version_info >= (3, 10):
+    from importlib.metadata import entry_points
+else:  # pragma: no cover
+    from importlib_metadata import entry_points
+
+SCRIPT = Path(__file__).with_name("checkpoint_training_script.py")
+INSTALLED = {entry_point.name for entry_point in entry_points(group="ignite.plugins")}
+TIMEOUT = 180
+
+
+# -- subprocess helpers -------------------------------------------------------------------
+
+
+def start(config: dict, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), json.dumps(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", **env},
+    )
+
+
+def finish(processes: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str]]:
+    """Wait for every process (running in parallel); returns name -> (returncode, stderr)."""
+    results = {}
+    try:
+        for name, process in processes.items():
+            _, stderr = process.communicate(timeout=TIMEOUT)
+            results[name] = (process.returncode, stderr)
+    finally:
+        for process in processes.values():  # a hung child must not outlive the test
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    """B's final state equals A's bit for bit: every parameter and optimizer tensor, both
+    histories (values and run boundaries), the counters."""
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for index, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            other = b["optimizer"]["state"][index][key]
+            assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
+    assert a["training"] == b["training"]
+    assert a["validation"] == b["validation"]
+    assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"])
+    assert a["controllers"] == b["controllers"]
+    assert a["lr"] == b["lr"]
+
+
+def load_out(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+# Where each scenario's first run stops itself, and the checkpoint its resumed run must start
+# from. 8 batches per epoch, 4 validation batches, saves every 4 iterations and every epoch.
+SCENARIOS = {
+    # SIGKILL mid-epoch: iteration 14 is epoch 2's 6th batch; last save after iteration 12.
+    "kill_mid_epoch": (
+        {"where": "iteration", "iteration": 14, "signal": "SIGKILL"},
+        "checkpoint_e0002_i00000012.pt: epoch 2, iteration 12 (after batch 4 of the epoch)",
+    ),
+    # SIGKILL at an epoch boundary: at EPOCH_STARTED of epoch 2, after epoch 1's save.
+    "kill_epoch_boundary": (
+        {"where": "epoch_started", "epoch": 2, "signal": "SIGKILL"},
+        "checkpoint_e0001_i00000008.pt: epoch 1, iteration 8 (end of the epoch)",
+    ),
+    # SIGKILL during validation of epoch 2: the last save is the one after its last batch.
+    "kill_validation": (
+        {"where": "validation", "epoch": 2, "batch": 2, "signal": "SIGKILL"},
+        "checkpoint_e0002_i00000016.pt: epoch 2, iteration 16 (after batch 8 of the epoch)",
+    ),
+    # Ctrl-C after iteration 10 (no regular save there): the interrupt saves that point.
+    "sigint_iteration": (
+        {"where": "iteration", "iteration": 10, "signal": "SIGINT"},
+        "checkpoint_e0002_i00000010.pt: epoch 2, iteration 10 (after batch 2 of the epoch)",
+    ),
+    # Ctrl-C during validation of epoch 2: resumed, that validation run is repeated whole.
+    "sigint_validation": (
+        {"where": "validation", "epoch": 2, "batch": 3, "signal": "SIGINT"},
+        "checkpoint_e0002_i00000016.pt: epoch 2, iteration 16 (after training, validation to run again)",
+    ),
+}
+
+CONTROLLERS = {
+    name: options
+    for name, options in {
+        "early_stopping": {"patience": 3, "min_delta": 0.15},
+        "lr_reduction": {"patience": 0, "factor": 0.5, "threshold": 0.05},
+    }.items()
+    if name in INSTALLED
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run A (uninterrupted) and every scenario's first run in parallel, then every resumed
+    run in parallel. Returns name -> results."""
+    folder = tmp_path_factory.mktemp("runs")
+    base = {"max_epochs": 3, "every_iterations": 4, "every_epochs": 1, "keep": 3}
+    configs = {"A": {**base, "dirname": str(folder / "A"), "out": str(folder / "A.pt")}}
+    for name, (stop, _) in SCENARIOS.items():
+        configs[name] = {**base, "dirname": str(folder / name), "out": str(folder / f"{name}.pt"), "stop": stop}
+    # torch.optim.SGD, five epochs, with early stopping and LR reduction when installed;
+    # killed in the middle of epoch 4, after the controllers have changed state at epochs 1-3.
+    controlled = {**base, "max_epochs": 5, "optimizer": "sgd", "controllers": CONTROLLERS}
+    configs["A_controllers"] = {**controlled, "dirname": str(folder / "Ac"), "out": str(folder / "Ac.pt")}
+    configs["controllers"] = {
+        **controlled,
+        "dirname": str(folder / "controllers"),
+        "out": str(folder / "controllers.pt"),
+        "stop": {"where": "iteration", "iteration": 30, "signal": "SIGKILL"},
+    }
+    first = finish({name: start(config) for name, config in configs.items()})
+    # A copy of a stopped run's folder, for the two-rank test to resume from.
+    shutil.copytree(configs["kill_mid_epoch"]["dirname"], folder / "for_ranks")
+    # What the stopped runs left, before their resumed runs prune it: file name -> trainer state.
+    stopped = {
+        name: {os.path.basename(path): load_checkpoint(path)["trainer"] for path in list_checkpoints(config["dirname"])}
+        for name, config in configs.items()
+        if "stop" in config
+    }
+    resumed_names = [name for name, config in configs.items() if "stop" in config]
+    second = finish({name: start({**configs[name], "resume": True, "stop": None}) for name in resumed_names})
+    return {"folder": folder, "configs": configs, "first": first, "stopped": stopped, "second": second}
+
+
+def check_stopped_by(runs: dict, name: str, signum: int) -> str:
+    returncode, stderr = runs["first"][name]
+    assert returncode == -signum, stderr[-3000:]
+    marker = Path(runs["configs"][name]["dirname"] + ".stopped")
+    assert marker.exists(), "the run did not stop where the scenario says"
+    return stderr
+
+
+def check_resumed(runs: dict, name: str, expected: str, reference: str = "A") -> dict:
+    returncode, stderr = runs["second"][name]
+    assert returncode == 0, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if "Resumed from" in line]
+    assert len(lines) == 1 and lines[0].startswith("ignite.checkpoint INFO Resumed from "), stderr[-3000:]
+    assert lines[0].endswith(expected), lines[0]
+    result = load_out(Path(runs["configs"][name]["out"]))
+    assert_same_run(load_out(Path(runs["configs"][reference]["out"])), result)
+    return result
+
+
+def test_uninterrupted_run_saves_every_k_iterations_and_every_epoch_keeping_the_last_3(runs):
+    returncode, stderr = runs["first"]["A"]
+    assert returncode == 0, stderr[-3000:]
+    assert "Resumed from" not in stderr
+    folder = runs["configs"]["A"]["dirname"]
+    assert sorted(os.listdir(folder)) == [
+        "checkpoint_e0002_i00000016.pt",
+        "checkpoint_e0003_i00000020.pt",
+        "checkpoint_e0003_i00000024.pt",
+    ]
+    # The last one is the end-of-epoch save, which replaced the iteration save of the same point.
+    last = load_checkpoint(os.path.join(folder, "checkpoint_e0003_i00000024.pt"))
+    assert last["trainer"]["position"] is None and last["trainer"]["current_epoch"] == 3
+    final = load_out(Path(runs["configs"]["A"]["out"]))
+    for key, value in final["model"].items():
+        assert torch.equal(last["objects"]["model"][key], value)
+    assert len(final["training"]["values"]) == 24 and len(final["validation"]["values"]) == 12
+
+
+@pytest.mark.parametrize("name", ["kill_mid_epoch", "kill_epoch_boundary", "kill_validation"])
+def test_sigkill_then_resume_ends_bit_for_bit_like_the_uninterrupted_run(runs, name):
+    check_stopped_by(runs, name, signal.SIGKILL)
+    assert "Interrupted" not in runs["first"][name][1]  # nothing ran after SIGKILL
+    check_resumed(runs, name, SCENARIOS[name][1])
+
+
+def test_sigint_saves_the_iteration_reached_and_exits_with_keyboard_interrupt(runs):
+    stderr = check_stopped_by(runs, "sigint_iteration", signal.SIGINT)
+    assert "KeyboardInterrupt" in stderr
+    assert "ignite.checkpoint INFO Interrupted: saved" in stderr
+    state = runs["stopped"]["sigint_iteration"]["checkpoint_e0002_i00000010.pt"]
+    assert state["current_iteration"] == 10 and state["position"]["batches_done"] == 2
+    check_resumed(runs, "sigint_iteration", SCENARIOS["sigint_iteration"][1])
+
+
+def test_sigint_during_validation_saves_and_resume_repeats_that_validation_run(runs):
+    stderr = check_stopped_by(runs, "sigint_validation", signal.SIGINT)
+    assert "KeyboardInterrupt" in stderr
+    state = runs["stopped"]["sigint_validation"]["checkpoint_e0002_i00000016.pt"]
+    assert state["position"]["phase"] == "validation"
+    assert len(state["validation_history"]["values"]) == 4  # epoch 1's run; epoch 2's partial run dropped
+    check_resumed(runs, "sigint_validation", SCENARIOS["sigint_validation"][1])
+
+
+def test_torch_optim_sgd_state_survives_a_kill(runs):
+    check_stopped_by(runs, "controllers", signal.SIGKILL)
+    result = check_resumed(
+        runs, "controllers", "checkpoint_e0004_i00000028.pt: epoch 4, iteration 28 (after batch 4 of the epoch)", "A_controllers"
+    )
+    assert result["optimizer"]["state"][0]["momentum_buffer"].abs().sum() > 0
+    assert set(result["controllers"]) == set(CONTROLLERS)
+
+
+def test_early_stopping_and_lr_reduction_states_survive_a_kill(runs):
+    if not CONTROLLERS:
+        pytest.skip("neither ignite-early-stopping nor ignite-lr-reduction is installed in this environment")
+    # The killed run resumed inside epoch 4 with the controllers' states of epoch 3 and ended
+    # bit for bit like A (test_torch_optim_sgd_state_survives_a_kill), controllers' final
+    # states included. Here: those states decided something, after the resume.
+    result = check_resumed(
+        runs, "controllers", "checkpoint_e0004_i00000028.pt: epoch 4, iteration 28 (after batch 4 of the epoch)", "A_controllers"
+    )
+    state = runs["stopped"]["controllers"]["checkpoint_e0004_i00000028.pt"]
+    assert set(state["plugins"]) == set(CONTROLLERS)
+    _, stderr = runs["second"]["controllers"]
+    if "early_stopping" in CONTROLLERS:
+        # No improvement at epochs 2 and 3 (counter 2 in the checkpoint), none at 4: stopped
+        # at the end of epoch 4 of 5. A lost counter would have run epoch 5.
+        assert state["plugins"]["early_stopping"]["counter"] == 2
+        assert result["epoch"] == 4 and "Early stopping at epoch 4" in stderr
+    if "lr_reduction" in CONTROLLERS:
+        assert result["lr"] == [0.025]  # halved at epoch 3, before the kill
+        assert state["plugins"]["lr_reduction"]
+    missing = {"early_stopping", "lr_reduction"} - set(CONTROLLERS)
+    if missing:
+        pytest.skip(f"only {sorted(CONTROLLERS)} checked: {sorted(missing)} not installed in this environment")
+
+
+# -- killed while writing -----------------------------------------------------------------
+
+
+def test_sigkill_while_writing_a_64mb_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    folder = tmp_path / "big"
+    config = {
+        "dirname": str(folder),
+        "out": str(tmp_path / "big.pt"),
+        "big_parameters": 16_000_000,  # 64 MB of float32
+        "every_iterations": 1,
+        "every_epochs": None,
+        "keep": 2,
+        "max_epochs": 1,
+    }
+    process = start(config)
+    try:
+        seen = None
+        deadline = time.monotonic() + TIMEOUT
+        while process.poll() is None and time.monotonic() < deadline:
+            names = os.listdir(folder) if folder.exists() else []
+            finals = [n for n in names if n.startswith("checkpoint_")]
+            temporaries = [n for n in names if n.startswith(".checkpoint_")]
+            if finals and temporaries:  # a second save is being written: kill now
+                process.send_signal(signal.SIGKILL)
+                seen = (finals, temporaries)
+                break
+            time.sleep(0.001)  # polling interval, not synchronisation
+        process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert seen is not None, "the child never wrote a second checkpoint"
+    assert process.returncode == -signal.SIGKILL
+    names = sorted(os.listdir(folder))
+    finals = [n for n in names if n.startswith("checkpoint_")]
+    temporaries = [n for n in names if n.startswith(".checkpoint_")]
+    assert temporaries, f"killed after the save completed, not during it: {names}"
+    assert finals and finals == list(map(os.path.basename, list_checkpoints(folder)))
+    for name in finals:  # no file under a final name is partial
+        state = load_checkpoint(folder / name)
+        assert state["objects"]["model"]["big"].numel() == 16_000_000
+    newest = finals[-1]
+
+    returncode, stderr = finish({"resume": start({**config, "resume": True, "every_iterations": 8})})["resume"]
+    assert returncode == 0, stderr[-3000:]
+    assert "Removed 1 unfinished temporary checkpoint file(s)" in stderr
+    assert f"Resumed from {folder / newest}" in stderr
+    assert not [n for n in os.listdir(folder) if n.startswith(".")]
+    result = load_out(tmp_path / "big.pt")
+    assert result["iteration"] == 8 and len(result["training"]["values"]) == 8
+
+
+# -- only rank 0 writes, every rank loads ---------------------------------------------------
+
+
+def test_two_ranks_only_rank_0_writes_and_both_resume_bit_for_bit(tmp_path, runs):
+    # Both ranks resume from a copy of the folder the mid-epoch SIGKILL left.
+    folder = tmp_path / "ranks"
+    shutil.copytree(runs["folder"] / "for_ranks", folder)
+    config = {
+        "world_size": 2,
+        "store": str(tmp_path / "store"),
+        "dirname": str(folder),
+        "out": str(tmp_path / "rank{rank}.pt"),
+        "max_epochs": 3,
+        "every_iterations": 4,
+        "every_epochs": 1,
+        "keep": 3,
+        "resume": True,
+    }
+    second = finish({f"rank{r}": start({**config, "rank": r}) for r in (0, 1)})
+    reference = load_out(Path(runs["configs"]["A"]["out"]))
+    for rank in (0, 1):
+        returncode, stderr = second[f"rank{rank}"]
+        assert returncode == 0, stderr[-3000:]
+        # Every rank loads (its final state equals A's); only rank 0 logs and writes.
+        assert ("Resumed from " + str(folder / "checkpoint_e0002_i00000012.pt") in stderr) == (rank == 0)
+        result = load_out(tmp_path / f"rank{rank}.pt")
+        assert_same_run(reference, result)
+        expected_saves = [
+            "checkpoint_e0002_i00000016.pt",  # iteration 16
+            "checkpoint_e0002_i00000016.pt",  # end of epoch 2, same point: replaces it
+            "checkpoint_e0003_i00000020.pt",
+            "checkpoint_e0003_i00000024.pt",
+            "checkpoint_e0003_i00000024.pt",
+        ]
+        assert result["saves"] == (expected_saves if rank == 0 else [])
+    assert [os.path.basename(p) for p in list_checkpoints(folder)] == sorted(set(expected_saves))
+
+
+# -- in-process tests: files, options, pruning ----------------------------------------------
+
+
+@pytest.fixture
+def only_checkpoint(monkeypatch):
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+def small_run(folder, interrupt_at=None, **options):
+    """A tiny in-process training with the checkpoint plugin; returns (trainer, model, optimizer).
+    With ``interrupt_at``, the update of that iteration raises KeyboardInterrupt after
+    backward() and before optimizer.step()."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    y = x.sum(dim=1, keepdim=True)
+    data = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 16, 4)]
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def update(batch):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
+        loss.backward()
+        if trainer.current_iteration == interrupt_at:
+            raise KeyboardInterrupt
+        optimizer.step()
+        return loss.item()
+
+    objects = options.pop("objects", {"model": model, "optimizer": optimizer})
+    trainer = Trainer(data, update, plugins={"checkpoint": {"dirname": str(folder), "objects": objects, **options}})
+    return trainer, model, optimizer
+
+
+def test_interrupt_inside_an_update_saves_the_previous_iteration_with_a_warning(tmp_path, only_checkpoint, caplog):
+    # Inside iteration 6's update (before optimizer.step()): saved as after iteration 5.
+    trainer, _, _ = small_run(tmp_path / "b", interrupt_at=6, keep=None)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(3)
+    assert "Interrupted inside iteration 6, before its output was recorded: saving as after iteration 5" in caplog.text
+    state = load_checkpoint(tmp_path / "b" / "checkpoint_e0002_i00000005.pt")
+    assert state["trainer"]["current_iteration"] == 5 and state["trainer"]["position"]["batches_done"] == 1
+    # This update draws no random numbers and was stopped before step(): resume is exact.
+    resumed, model, optimizer = small_run(tmp_path / "b", resume=True, keep=None)
+    resumed.run(3)
+    reference, reference_model, _ = small_run(tmp_path / "a", keep=None)
+    reference.run(3)
+    assert resumed.training_history == reference.training_history
+    for key, value in reference_model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+
+    # Inside iteration 5's update: the point "after iteration 4" was saved cleanly by the
+    # epoch save; the interrupt does not overwrite it with a state the update may have touched.
+    trainer, _, _ = small_run(tmp_path / "c", interrupt_at=5, keep=None)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(3)
+    assert "Interrupted inside iteration 5: keeping" in caplog.text
+    assert load_checkpoint(tmp_path / "c" / "checkpoint_e0001_i00000004.pt")["trainer"]["position"] is None
+
+
+class RunsCode:
+    """Pickles to a call of os.mkdir: loading it unrestricted would create a folder."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_corrupt_and_foreign_files_are_refused_by_name_and_resume_skips_them(tmp_path, only_checkpoint, caplog):
+    folder = tmp_path / "ckpt"
+    trainer, model, _ = small_run(folder, keep=None)
+    trainer.run(2)
+    good = folder / "checkpoint_e0002_i00000008.pt"
+    saved = load_checkpoint(good)
+    raw = good.read_bytes()
+    executed = tmp_path / "code_ran"
+    bad = {
+        "truncated": ("checkpoint_e0003_i00000012.pt", raw[: len(raw) // 2]),
+        "empty": ("checkpoint_e0003_i00000013.pt", b""),
+        "raw pickle that runs code": ("checkpoint_e0004_i00000016.pt", pickle.dumps(RunsCode(executed), protocol=2)),
+    }
+    for name, content in bad.values():
+        (folder / name).write_bytes(content)
+    torch.save(RunsCode(executed), folder / "checkpoint_e0005_i00000020.pt")  # torch file that runs code
+    torch.save({"weights": torch.ones(3)}, folder / "checkpoint_e0006_i00000024.pt")  # another torch file
+    refused = [name for name, _ in bad.values()] + ["checkpoint_e0005_i00000020.pt", "checkpoint_e0006_i00000024.pt"]
+    for name in refused:
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(folder / name)
+        assert str(folder / name) in str(error.value)
+    assert not executed.exists(), "a checkpoint load ran code"
+    with pytest.raises(CheckpointError, match="is not an ignite checkpoint"):
+        load_checkpoint(folder / "checkpoint_e0006_i00000024.pt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(folder / "checkpoint_e0005_i00000020.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(folder / "checkpoint_e0009_i00000099.pt")
+
+    caplog.set_level(logging.INFO, logger="ignite")
+    trainer, model, optimizer = small_run(folder, resume=True, keep=None)
+    seen = {}
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_STARTED,
+        lambda t: seen.update(epoch=t.current_epoch, weight=model.weight.detach().clone()),
+    )
+    trainer.run(3)
+    skipped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Skipping" in r.getMessage()]
+    assert len(skipped) == len(refused)
+    for name, message in zip(reversed(refused), skipped):  # newest first
+        assert name in message
+    assert f"Resumed from {good}: epoch 2, iteration 8 (end of the epoch)" in caplog.text
+    assert seen["epoch"] == 2 and torch.equal(seen["weight"], saved["objects"]["model"]["weight"])
+    assert trainer.current_epoch == 3 and len(trainer.training_history) == 12
+    assert not executed.exists()
+
+
+def test_keep_prunes_to_the_newest_k_of_this_run_and_leaves_other_files_alone(tmp_path, only_checkpoint, caplog):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    torch.save({"format": "other"}, folder / "checkpoint_e0000_i00000000.pt")  # an older run's
+    trainer, _, _ = small_run(folder, every_iterations=1, every_epochs=1, keep=2)
+    trainer.run(3)
+    assert "already holds 1 checkpoint(s)" in caplog.text
+    assert sorted(os.listdir(folder)) == [
+        "checkpoint_e0000_i00000000.pt",
+        "checkpoint_e0003_i00000011.pt",
+        "checkpoint_e0003_i00000012.pt",
+        "notes.txt",
+    ]
+    assert load_checkpoint(folder / "checkpoint_e0003_i00000012.pt")["trainer"]["position"] is None
+
+
+def test_resume_continues_the_pruning_of_the_run_it_continues(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    small_run(folder, keep=2)[0].run(3)
+    assert len(list_checkpoints(folder)) == 2
+    small_run(folder, keep=2, resume=True)[0].run(5)
+    assert [os.path.basename(p) for p in list_checkpoints(folder)] == [
+        "checkpoint_e0004_i00000016.pt",
+        "checkpoint_e0005_i00000020.pt",
+    ]
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, only_checkpoint, monkeypatch):
+    import ignite_checkpoint
+
+    folder = tmp_path / "ckpt"
+    trainer, _, _ = small_run(folder, every_iterations=1, keep=1)
+    real_replace = os.replace
+
+    def replace(source, target):
+        if str(target).endswith("checkpoint_e0001_i00000003.pt"):
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(ignite_checkpoint.os, "replace", replace)
+    with pytest.raises(OSError, match="No space left") as error:
+        trainer.run(1)
+    assert any("checkpoint" in note for note in getattr(error.value, "__notes__", []))
+    assert sorted(os.listdir(folder)) == ["checkpoint_e0001_i00000002.pt"]  # kept: its successor never completed
+    assert load_checkpoint(folder / "checkpoint_e0001_i00000002.pt")["trainer"]["current_iteration"] == 2
+
+
+def test_resume_without_checkpoints_starts_from_scratch_and_happens_once_per_trainer(tmp_path, only_checkpoint, caplog):
+    caplog.set_level(logging.INFO, logger="ignite")
+    folder = tmp_path / "new"
+    trainer, _, _ = small_run(folder, resume=True, every_iterations=3)
+    trainer.run(1)
+    assert f"no checkpoint in {folder} yet; starting from scratch" in caplog.text
+    trainer.run(2)  # the second run() continues; it does not go back to iteration 6's checkpoint
+    trainer.run(3)
+    assert "Resumed from" not in caplog.text
+    assert trainer.current_iteration == 12 and len(trainer.training_history) == 12
+
+
+def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_error(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    trainer, model, _ = small_run(folder, objects=None)
+    trainer.run(1)
+    assert load_checkpoint(folder / "checkpoint_e0001_i00000004.pt")["objects"] == {}
+    trainer, model, optimizer = small_run(folder, resume=True)
+    with pytest.raises(CheckpointError, match=r"holds no state for 'model', 'optimizer'"):
+        trainer.run(2)
+    small_run(folder / "other")[0].run(1)
+    wrong = torch.nn.Linear(5, 1)
+    trainer, _, _ = small_run(folder / "other", resume=True, objects={"model": wrong, "optimizer": torch.optim.SGD(wrong.parameters())})
+    with pytest.raises(RuntimeError, match="size mismatch") as error:
+        trainer.run(2)
+    assert any("checkpoint_e0001_i00000004.pt" in note for note in error.value.__notes__)
+
+
+def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, only_checkpoint, caplog):
+    caplog.set_level(logging.INFO, logger="ignite")
+    trainer = Trainer([1, 2], lambda batch: 0.0, plugins={"checkpoint": {}})
+    assert "checkpoint" not in trainer.plugins
+    trainer.run(1)
+    assert "Plugin checkpoint (ignite-checkpoint 0.1.0) is inactive: no folder to write to: pass plugins=" in caplog.text
+    with pytest.raises(ignite.PluginInactive, match="'dirname'"):
+        Checkpoint()
+
+
+def test_autoload_with_default_options_finds_the_plugin_inactive(monkeypatch, caplog):
+    assert "checkpoint" in INSTALLED
+    others = sorted(INSTALLED - {"checkpoint"})
+    monkeypatch.delenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", ",".join(others))
+    caplog.set_level(logging.INFO, logger="ignite")
+    Trainer([1, 2], lambda batch: 0.0).run(1)
+    assert "Plugin checkpoint (ignite-checkpoint 0.1.0) is inactive: no folder to write to" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"dirname": 3}, TypeError, "dirname must be a path"),
+        ({"dirname": ""}, ValueError, "dirname must not be empty"),
+        ({"every_iterations": 0}, ValueError, "every_iterations must be at least 1"),
+        ({"every_iterations": 2.5}, TypeError, "every_iterations must be a positive integer"),
+        ({"every_epochs": True}, TypeError, "every_epochs must be a positive integer"),
+        ({"keep": 0}, ValueError, "keep must be at least 1"),
+        ({"resume": "yes"}, TypeError, "resume must be True or False"),
+        ({"save_on_interrupt": 1}, TypeError, "save_on_interrupt must be True or False"),
+        ({"objects": [1]}, TypeError, "objects must be a dict"),
+        ({"objects": {"model": 3}}, TypeError, r"objects\['model'\] \(int\) has no state_dict or load_state_dict"),
+        ({"objects": {1: torch.nn.Linear(1, 1)}}, TypeError, "names must be strings"),
+    ],
+)
+def test_bad_options_are_clear_errors(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        Checkpoint(**{"dirname": str(tmp_path), **options})
+
+
+def test_bad_options_through_the_trainer_name_the_plugin(tmp_path, only_checkpoint):
+    with pytest.raises(PluginError, match=r"'checkpoint'.*every_iterations must be at least 1"):
+        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path), "every_iterations": -1}})
+    with pytest.raises(PluginError, match=r"has no option 'every_iteration'. Did you mean 'every_iterations'"):
+        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path), "every_iteration": 1}})
+
+
+def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
+    plugin = Checkpoint(dirname=str(tmp_path))
+    assert (plugin.every_epochs, plugin.every_iterations, plugin.keep, plugin.resume, plugin.save_on_interrupt) == (
+        1,
+        None,
+        3,
+        False,
+        True,
+    )
+    manager = ignite._plugins.new_plugin_manager()
+    manager.register(plugin, name="checkpoint")
+    assert manager.hook.ignite_training_iteration_completed.get_hookimpls() == []
+    assert [i.plugin_name for i in manager.hook.ignite_epoch_completed.get_hookimpls()] == ["checkpoint"]
+    with_iterations = Checkpoint(dirname=str(tmp_path), every_iterations=5)
+    assert with_iterations.every_epochs is None
+    manager.register(with_iterations, name="checkpoint2")
+    assert len(manager.hook.ignite_training_iteration_completed.get_hookimpls()) == 1
+
+
+def test_file_names_sort_like_progress():
+    assert checkpoint_name(3, 150) == "checkpoint_e0003_i00000150.pt"
+    names = [checkpoint_name(e, i) for e, i in [(1, 9), (2, 10), (2, 100), (10, 1000)]]
+    assert names == sorted(names)
