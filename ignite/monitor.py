@@ -3,7 +3,6 @@ every rank (reduced across processes when a process group is initialised)."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import distributed
@@ -45,10 +44,10 @@ def epoch_means(trainer: Trainer, *, validation: bool = False) -> dict[str, floa
 def default_score(trainer: Trainer) -> float | None:
     """The score plugins monitor by default (lower is better): the mean of the last
     validation run's outputs, or of the last training epoch's when there is no validation
-    data. None when the outputs hold no plain number. A collective, like :func:`epoch_means`.
+    data. None when the outputs hold no plain number; NaN when the loss diverged (a decision
+    rule should count it as no improvement). A collective, like :func:`epoch_means`.
     """
-    score = epoch_means(trainer, validation=trainer.validation_data is not None).get("")
-    return None if score is None or math.isnan(score) else score
+    return epoch_means(trainer, validation=trainer.validation_data is not None).get("")
 
 
 def learning_rates(optimizers: Any) -> dict[str, float]:

@@ -177,6 +177,7 @@ class Trainer:
         self.max_epochs: int | None = None
         self._should_terminate = False
         self._stop_vote: StopVote | None = None
+        self._epoch_complete = False
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
         # or "validation" phase, with the RNG states from just before that phase's data was
         # iterated, which a resume restores to replay the phase.
@@ -221,6 +222,20 @@ class Trainer:
     @current_iterations.setter
     def current_iterations(self, value: int) -> None:
         self.current_iteration = value
+
+    @property
+    def epoch_complete(self) -> bool:
+        """At EPOCH_COMPLETED: True when the epoch ran all its training batches (those before
+        a resume included) and its whole validation run; False when terminate() cut either
+        short. Controllers decide only on complete epochs: a partial run is no evidence."""
+        return self._epoch_complete
+
+    @property
+    def terminating(self) -> bool:
+        """True once the run is stopping because of :meth:`terminate` (on every rank at the
+        same point in a distributed run): the epoch or validation run in progress is being
+        cut short."""
+        return self._should_terminate
 
     def terminate(self) -> None:
         """Stop the run after the iteration in progress. The events of the scopes already
@@ -504,14 +519,21 @@ class Trainer:
         self._phase, self._phase_start_rng = "training", None
         self._set_sampler_epoch()
         self._fire(TrainingEvents.EPOCH_STARTED)
-        if not self._should_terminate and (resume is None or resume["phase"] == "training"):
-            self._run_training_epoch(resume)
-        if self.validation_data is not None and not self._should_terminate:
-            self._phase, self._phase_start_rng = "validation", None
-            self._run_validation(resume if resume is not None and resume["phase"] == "validation" else None)
-        if not self._should_terminate:
-            # After terminate() the phase stays where it was, so a state taken now resumes
-            # the epoch that was cut short rather than skipping its rest.
+        continues_validation = resume is not None and resume["phase"] == "validation"
+        # A validation-phase resume continues an epoch whose training was done before.
+        complete = continues_validation
+        if not self._should_terminate and not continues_validation:
+            complete = self._run_training_epoch(resume)
+        if self.validation_data is not None:
+            if self._should_terminate:
+                complete = False
+            else:
+                self._phase, self._phase_start_rng = "validation", None
+                complete = self._run_validation(resume if continues_validation else None) and complete
+        self._epoch_complete = complete
+        if complete:
+            # After a cut (terminate()) the phase stays where it was, so a state taken now
+            # resumes the epoch that was cut short rather than skipping its rest.
             self._phase = "between"
         if logger.isEnabledFor(logging.INFO):
             self._log_epoch()
@@ -546,8 +568,9 @@ class Trainer:
             _rng.set_states(resume["rng"])
         return batches
 
-    def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> None:
+    def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> bool:
         history = self.training_history
+        completed = False
         self._fire(TrainingEvents.TRAINING_EPOCH_STARTED)
         if not self._should_terminate:
             callbacks, update, append = self._callbacks, self._training_update_function, history.append
@@ -563,6 +586,7 @@ class Trainer:
                 if self._should_terminate:
                     break
             else:
+                completed = True
                 if not history.run():
                     raise ValueError(
                         f"training_data yielded no batches in epoch {self.current_epoch}: it must hold at least "
@@ -570,9 +594,11 @@ class Trainer:
                     )
         self._agree_on_stop()
         self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
+        return completed
 
-    def _run_validation(self, resume: dict[str, Any] | None) -> None:
+    def _run_validation(self, resume: dict[str, Any] | None) -> bool:
         history = self.validation_history
+        completed = False
         history.start_run()
         self._fire(TrainingEvents.VALIDATION_STARTING)
         if not self._should_terminate:
@@ -589,8 +615,11 @@ class Trainer:
                     callback(self)
                 if self._should_terminate:
                     break
+            else:
+                completed = True
         self._agree_on_stop()
         self._fire(TrainingEvents.VALIDATION_COMPLETED)
+        return completed
 
     # -- logging ------------------------------------------------------------------------
 

@@ -381,3 +381,25 @@ def test_profile_reports_each_handler_hook_and_update_function(caplog):
 def test_profile_report_without_profiling_says_how_to_turn_it_on():
     with pytest.raises(RuntimeError, match="profile=True"):
         Trainer([1], lambda b: b).profile_report()
+
+
+@pytest.mark.parametrize(
+    "event, complete",
+    [
+        (None, True),
+        (E.EPOCH_STARTED, False),
+        (E.TRAINING_ITERATION_COMPLETED, False),
+        (E.TRAINING_EPOCH_COMPLETED, False),  # validation is skipped
+        (E.VALIDATION_ITERATION_COMPLETED, False),
+        (E.VALIDATION_COMPLETED, True),  # both runs were whole
+        (E.EPOCH_COMPLETED, True),
+    ],
+)
+def test_epoch_complete_tells_whether_terminate_cut_the_epoch(event, complete):
+    seen = []
+    trainer = Trainer([1, 2], lambda b: b, validation_data=[1, 2], validation_update_function=lambda b: b)
+    if event is not None:
+        trainer.add_event_handler(event, lambda t: t.terminate())
+    trainer.add_event_handler(E.EPOCH_COMPLETED, lambda t: seen.append((t.epoch_complete, t.terminating)))
+    trainer.run(1)
+    assert seen == [(complete, event is not None)]
