@@ -11,6 +11,21 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 
+_groups: dict[int, Any] = {}
+
+
+def _vote_group() -> Any:
+    """One gloo group per process group, shared by every trainer: a group of its own keeps
+    these small CPU reductions out of the way of DDP's gradient reductions (which may be on
+    NCCL). Creating it is a collective, done by the first trainer run on every rank."""
+    world = dist.group.WORLD
+    key = id(world)
+    if key not in _groups:
+        _groups.clear()  # the process group was replaced: the old vote group died with it
+        _groups[key] = (world, dist.new_group(backend="gloo"))
+    return _groups[key][1]
+
+
 class StopVote:
     """A MAX all-reduce of "someone asked to stop" on a gloo group of its own.
 
@@ -24,9 +39,7 @@ class StopVote:
     """
 
     def __init__(self) -> None:
-        # A group of its own keeps these small CPU reductions out of the way of DDP's
-        # gradient reductions (which may be on NCCL); creating it is itself a collective.
-        self._group: Any = dist.new_group(backend="gloo")
+        self._group = _vote_group()
         self._flag = torch.zeros(1, dtype=torch.int32)
         self._pending: Any = None
         self.requested = False

@@ -3,10 +3,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
-__all__ = ["agree_any", "is_initialized", "is_main_process", "rank", "reduce_mean", "world_size"]
+__all__ = [
+    "agree_any",
+    "all_gather_object",
+    "is_initialized",
+    "is_main_process",
+    "rank",
+    "reduce_mean",
+    "world_size",
+]
 
 
 def is_initialized() -> bool:
@@ -40,11 +50,21 @@ def reduce_mean(value: float, weight: float = 1.0) -> float:
     """The mean of ``value`` over all ranks, each weighted by ``weight`` (e.g. its batch
     count). A collective: every rank must call it, in the same order."""
     if not is_initialized():
-        return value
+        return value if weight else float("nan")
     pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=_reduction_device())
     dist.all_reduce(pair)
     total, weights = pair.tolist()
     return total / weights if weights else float("nan")
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """``value`` from every rank, in rank order (``[value]`` without a process group). A
+    collective; for small picklable values such as lists of names."""
+    if not is_initialized():
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def agree_any(flag: bool) -> bool:

@@ -21,13 +21,14 @@ def tag(prefix: str, key: str) -> str:
 
 
 def _reduced_run_means(history: History) -> dict[str, float]:
-    if not history.num_runs:
-        return {}
-    means = history.run_means()
-    if distributed.is_initialized():
-        count = len(history.run())
-        means = {key: distributed.reduce_mean(value, count) for key, value in sorted(means.items())}
-    return means
+    means = history.run_means() if history.num_runs else {}
+    if not distributed.is_initialized():
+        return means
+    # Every rank must reduce the same keys, also a rank whose run was empty or missing: agree
+    # on their union first. A rank without a key weighs nothing in its mean.
+    count = len(history.run()) if history.num_runs else 0
+    keys = sorted(set().union(*distributed.all_gather_object(sorted(means))))
+    return {key: distributed.reduce_mean(means.get(key, 0.0), count if key in means else 0) for key in keys}
 
 
 def epoch_means(trainer: Trainer, *, validation: bool = False) -> dict[str, float]:

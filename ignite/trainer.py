@@ -540,12 +540,16 @@ class Trainer:
         self._fire(TrainingEvents.EPOCH_COMPLETED)
 
     def _set_sampler_epoch(self) -> None:
-        # A DistributedSampler shuffles by epoch number: without set_epoch every epoch
-        # would see the same order.
-        sampler = getattr(self.training_data, "sampler", None)
-        set_epoch = getattr(sampler, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.current_epoch - 1)
+        # A DistributedSampler shuffles by epoch number: without set_epoch every epoch would
+        # see the same order. It sits on the loader, or inside its batch sampler.
+        samplers = (
+            getattr(self.training_data, "sampler", None),
+            getattr(getattr(self.training_data, "batch_sampler", None), "sampler", None),
+        )
+        for sampler in dict.fromkeys(s for s in samplers if s is not None):
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(self.current_epoch - 1)
 
     def _resumed_batches(self, resume: dict[str, Any] | None) -> Iterator[Any]:
         if resume is None:
