@@ -3,7 +3,8 @@ every rank (reduced across processes when a process group is initialised)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import distributed
 from .history import History
@@ -11,7 +12,7 @@ from .history import History
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["default_score", "epoch_means", "learning_rates", "tag"]
+__all__ = ["EpochScore", "default_score", "epoch_means", "learning_rates", "tag"]
 
 
 def tag(prefix: str, key: str) -> str:
@@ -68,3 +69,84 @@ def learning_rates(optimizers: Any) -> dict[str, float]:
             parts = ["lr", name, str(index) if len(groups) > 1 else ""]
             rates["/".join(part for part in parts if part)] = float(group["lr"])
     return rates
+
+
+class EpochScore:
+    """The score a controller plugin (early stopping, LR reduction) decides on, once per
+    epoch: ``score_function(trainer)`` when given, else :func:`default_score`.
+
+    Call it at EPOCH_COMPLETED on every rank (the default score is a collective). It returns
+    None when the epoch gives no evidence: it was cut short by ``terminate()`` (a resumed run
+    decides on that epoch once it is whole), or there is no number, which is warned about
+    once, with the reason and a ``score_function`` that would work. NaN is returned as NaN.
+
+    Args:
+        plugin: the plugin's entry-point name, for messages and its logger ``ignite.<plugin>``.
+        score_function: ``callable(trainer) -> float`` (or a one-element tensor, or None for
+            "no score this epoch").
+        example_options: the plugin's other options in the hint, e.g. ``"'patience': 3, "``.
+        without_score: what the plugin does without a score, e.g. ``"It makes no decision"``.
+    """
+
+    def __init__(
+        self,
+        plugin: str,
+        score_function: Callable[[Trainer], Any] | None,
+        example_options: str,
+        without_score: str,
+    ) -> None:
+        self.plugin = plugin
+        self.score_function = score_function
+        self._example_options = example_options
+        self._without_score = without_score
+        self._warned = False
+        self._logger = logging.getLogger(f"ignite.{plugin}")
+
+    def __call__(self, trainer: Trainer) -> float | None:
+        if not trainer.epoch_complete:
+            return None  # the same on every rank: cuts are agreed on by the trainer
+        score, reason, key = self._compute(trainer)
+        if score is None and not self._warned:
+            self._warned = True
+            if distributed.is_main_process():
+                self._logger.warning(
+                    "%s has no score at epoch %d: %s. %s until it gets one%s",
+                    self.plugin,
+                    trainer.current_epoch,
+                    reason,
+                    self._without_score,
+                    self._hint(key, trainer),
+                )
+        return score
+
+    def _compute(self, trainer: Trainer) -> tuple[float | None, str, str]:
+        if self.score_function is not None:
+            value = self.score_function(trainer)
+            if value is None:
+                return None, "score_function returned None", ""
+            try:
+                return float(value), "", ""
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{self.plugin} score_function must return a number or a one-element tensor; "
+                    f"it returned {type(value).__name__}"
+                ) from None
+        validation = trainer.validation_data is not None
+        means = epoch_means(trainer, validation=validation)
+        score = means.get("")
+        if score is not None:
+            return score, "", ""
+        where = "the last validation run's outputs" if validation else "the last training epoch's outputs"
+        if means:  # tuples or dicts: name the numbers they do hold
+            items = ", ".join(repr(key) for key in means)
+            return None, f"{where} hold no plain number, only the numbered or named items {items}", next(iter(means))
+        return None, f"{where} hold no number (they are not numbers, or the run was empty)", "loss"
+
+    def _hint(self, key: str, trainer: Trainer) -> str:
+        if self.score_function is not None:
+            return ": make score_function return a number"
+        return (
+            f": pass score_function=, a callable(trainer) -> float, e.g. plugins={{'{self.plugin}': "
+            f"{{{self._example_options}'score_function': lambda trainer: "
+            f"ignite.monitor.epoch_means(trainer, validation={trainer.validation_data is not None})[{key!r}]}}}}"
+        )

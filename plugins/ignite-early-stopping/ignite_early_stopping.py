@@ -32,17 +32,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _hint(score_function: Any, key: str, trainer: Trainer, options: str) -> str:
-    """How to get a score: return one from score_function, or pass one that picks ``key``."""
-    if score_function is not None:
-        return ": make score_function return a number"
-    validation = trainer.validation_data is not None
-    return (
-        f": pass score_function=, a callable(trainer) -> float, e.g. plugins={{{options}'score_function': "
-        f"lambda trainer: ignite.monitor.epoch_means(trainer, validation={validation})[{key!r}]}}}}"
-    )
-
-
 def _format(score: float | None) -> str:
     return "none" if score is None else f"{score:.6g}"
 
@@ -113,8 +102,9 @@ class EarlyStopping:
         self._best_score: float | None = None
         self._best_epoch: int | None = None
         self._counter = 0
-        self._checked_runs: int | None = None
-        self._warned_no_score = False
+        self._score = monitor.EpochScore(
+            "early_stopping", score_function, f"'patience': {patience}, ", "It makes no decision"
+        )
 
     # -- read-only state ---------------------------------------------------------------------
 
@@ -150,36 +140,8 @@ class EarlyStopping:
         self._best_score = None if best is None else float(best)
         self._best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
         self._counter = int(state["counter"])
-        self._checked_runs = None
 
     # -- the decision ------------------------------------------------------------------------
-
-    def _score(self, trainer: Trainer) -> tuple[float | None, str, str]:
-        """This epoch's score, or None, the reason there is none and the key of an item that
-        a score_function could use. Collective by default."""
-        if self.score_function is not None:
-            value = self.score_function(trainer)
-            if value is None:
-                return None, "score_function returned None", ""
-            try:
-                return float(value), "", ""
-            except (TypeError, ValueError):
-                raise TypeError(
-                    "early_stopping score_function must return a number or a one-element tensor; "
-                    f"it returned {type(value).__name__}"
-                ) from None
-        validation = trainer.validation_data is not None
-        # monitor.default_score, but keeping NaN: a diverged loss must count as no improvement.
-        means = monitor.epoch_means(trainer, validation=validation)
-        score = means.get("")
-        if score is None:
-            where = "the last validation run's outputs" if validation else "the last training epoch's outputs"
-            if means:  # tuples or dicts: name the numbers they do hold
-                items = ", ".join(repr(key) for key in means)
-                reason = f"{where} hold no plain number, only the numbered or named items {items}"
-                return None, reason, next(iter(means))
-            return None, f"{where} hold no number (they are not numbers, or the run was empty)", "loss"
-        return score, "", ""
 
     def _improved(self, score: float) -> bool:
         if math.isnan(score):
@@ -190,44 +152,14 @@ class EarlyStopping:
             return score < self._best_score - self.min_delta
         return score > self._best_score + self.min_delta
 
-    def _epoch_was_cut(self, trainer: Trainer) -> bool:
-        """True when ``terminate()`` cut the run the score comes from (the validation run, or
-        the training epoch without validation data): no new run, an empty training run, or
-        fewer batches than the data has (when it has a length)."""
-        validation = trainer.validation_data is not None
-        history = trainer.validation_history if validation else trainer.training_history
-        if history.num_runs == 0 or history.num_runs == self._checked_runs:
-            return True
-        done = len(history.run())
-        if not validation and done == 0:
-            return True
-        try:
-            expected = len(trainer.validation_data if validation else trainer.training_data)  # type: ignore[arg-type]
-        except TypeError:
-            return False
-        return done < expected
-
     @hookimpl
     def ignite_epoch_completed(self, trainer: Trainer) -> None:
         """Check the score; terminate the run after ``patience`` epochs without improvement."""
-        # Collective, so that every rank skips (or checks) the same epochs.
-        if distributed.agree_any(self._epoch_was_cut(trainer)):
-            return  # a partial run is no evidence; a resumed run checks the epoch once it is whole
-        history = trainer.validation_history if trainer.validation_data is not None else trainer.training_history
-        self._checked_runs = history.num_runs
         epoch = trainer.current_epoch
-        score, reason, key = self._score(trainer)
+        # None for an epoch cut short by terminate() (no evidence) or without a number (warned).
+        score = self._score(trainer)
         stop = False
-        if score is None:
-            if not self._warned_no_score and distributed.is_main_process():
-                logger.warning(
-                    "Early stopping has no score at epoch %d: %s. It makes no decision until it gets one%s",
-                    epoch,
-                    reason,
-                    _hint(self.score_function, key, trainer, f"'early_stopping': {{'patience': {self.patience}, "),
-                )
-            self._warned_no_score = True
-        else:
+        if score is not None:
             if self._improved(score):
                 self._best_score, self._best_epoch, self._counter = score, epoch, 0
             else:

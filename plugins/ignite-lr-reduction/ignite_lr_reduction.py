@@ -95,17 +95,6 @@ def _schedulers(scheduler: Any) -> list[LRScheduler]:
     return found
 
 
-def _hint(score_function: Any, key: str, trainer: Trainer, options: str) -> str:
-    """How to get a score: return one from score_function, or pass one that picks ``key``."""
-    if score_function is not None:
-        return ": make score_function return a number"
-    validation = trainer.validation_data is not None
-    return (
-        f": pass score_function=, a callable(trainer) -> float, e.g. plugins={{{options}'score_function': "
-        f"lambda trainer: ignite.monitor.epoch_means(trainer, validation={validation})[{key!r}]}}}}"
-    )
-
-
 def _learning_rates(optimizer: torch.optim.Optimizer) -> list[float]:
     return [float(group["lr"]) for group in optimizer.param_groups]
 
@@ -234,8 +223,9 @@ class LRReduction:
             if isinstance(s, ReduceLROnPlateau)
         ]
         self._stepped = tuple(s.step for s in schedulers if not isinstance(s, ReduceLROnPlateau))
-        self._checked_runs: int | None = None
-        self._warned_no_score = False
+        self._score = monitor.EpochScore(
+            "lr_reduction", score_function, "'optimizer': optimizer, ", "It leaves the learning rate alone"
+        )
         if scheduler_step == "iteration" and self._stepped:
             # An instance attribute, so that the per-iteration hook exists only when needed:
             # an epoch-only configuration adds nothing to the training iterations.
@@ -317,69 +307,14 @@ class LRReduction:
             scheduler.load_state_dict(dict(saved))
         for scheduler, saved in zip(self._schedulers, state["schedulers"]):
             scheduler.load_state_dict(dict(saved))
-        self._checked_runs = None
 
     # -- the hooks ---------------------------------------------------------------------------
 
-    def _score(self, trainer: Trainer) -> tuple[float | None, str, str]:
-        """This epoch's score, or None, the reason there is none and the key of an item that
-        a score_function could use. Collective by default."""
-        if self.score_function is not None:
-            value = self.score_function(trainer)
-            if value is None:
-                return None, "score_function returned None", ""
-            try:
-                return float(value), "", ""
-            except (TypeError, ValueError):
-                raise TypeError(
-                    "lr_reduction score_function must return a number or a one-element tensor; "
-                    f"it returned {type(value).__name__}"
-                ) from None
-        validation = trainer.validation_data is not None
-        # monitor.default_score, but keeping NaN: a diverged loss must count as no improvement.
-        means = monitor.epoch_means(trainer, validation=validation)
-        score = means.get("")
-        if score is None:
-            where = "the last validation run's outputs" if validation else "the last training epoch's outputs"
-            if means:  # tuples or dicts: name the numbers they do hold
-                items = ", ".join(repr(key) for key in means)
-                reason = f"{where} hold no plain number, only the numbered or named items {items}"
-                return None, reason, next(iter(means))
-            return None, f"{where} hold no number (they are not numbers, or the run was empty)", "loss"
-        return score, "", ""
-
-    def _epoch_was_cut(self, trainer: Trainer) -> bool:
-        """True when ``terminate()`` cut the run the score comes from (see EarlyStopping)."""
-        validation = trainer.validation_data is not None
-        history = trainer.validation_history if validation else trainer.training_history
-        if history.num_runs == 0 or history.num_runs == self._checked_runs:
-            return True
-        done = len(history.run())
-        if not validation and done == 0:
-            return True
-        try:
-            expected = len(trainer.validation_data if validation else trainer.training_data)  # type: ignore[arg-type]
-        except TypeError:
-            return False
-        return done < expected
-
     def _step_plateaus(self, trainer: Trainer) -> None:
-        # Collective, so that every rank skips (or steps) the same epochs.
-        if distributed.agree_any(self._epoch_was_cut(trainer)):
-            return
-        history = trainer.validation_history if trainer.validation_data is not None else trainer.training_history
-        self._checked_runs = history.num_runs
         epoch = trainer.current_epoch
-        score, reason, key = self._score(trainer)
+        # None for an epoch cut short by terminate() (no evidence) or without a number (warned).
+        score = self._score(trainer)
         if score is None:
-            if not self._warned_no_score and distributed.is_main_process():
-                logger.warning(
-                    "LR reduction has no score at epoch %d: %s. It leaves the learning rate alone until it gets one%s",
-                    epoch,
-                    reason,
-                    _hint(self.score_function, key, trainer, "'lr_reduction': {'optimizer': optimizer, "),
-                )
-            self._warned_no_score = True
             return
         for label, scheduler in self._scored:
             before = _learning_rates(scheduler.optimizer)
