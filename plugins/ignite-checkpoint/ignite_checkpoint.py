@@ -84,6 +84,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"Checkpoint {path!r} does not exist") from None
+    except OSError as error:  # a folder, no permission, an I/O error
+        raise CheckpointError(f"Checkpoint {path!r} cannot be opened: {type(error).__name__}: {error}") from error
     except Exception as error:  # zip, pickle, EOF and weights-only errors all mean "unusable"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(
@@ -230,7 +232,8 @@ class Checkpoint:
             # No per-iteration hook at all when it has nothing to do: an attribute on the
             # instance hides the method from pluggy, so the hot path does not call it.
             self.ignite_training_iteration_completed = None  # type: ignore[assignment]
-        self._started = False
+        self._started = False  # TRAINING_STARTED seen: resume only once
+        self._ready = False  # TRAINING_STARTED done (resumed if asked): interrupts may save
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
         self._saved_iteration: int | None = None  # the global iteration of the newest of them
 
@@ -258,6 +261,7 @@ class Checkpoint:
                 len(existing),
                 os.path.basename(existing[-1]),
             )
+        self._ready = True
 
     @hookimpl(trylast=True)
     def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
@@ -273,37 +277,46 @@ class Checkpoint:
 
     @hookimpl(trylast=True)
     def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
-        """On KeyboardInterrupt, save the point reached (see the README for what that means
-        when the interrupt came inside an update)."""
-        if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt) and self._started):
+        """On KeyboardInterrupt, save the point reached, unless the newest checkpoint already
+        holds it (see the README for what an interrupt inside an update means)."""
+        if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt) and self._ready):
             return
         if not distributed.is_main_process():
             return
         state = trainer.state_dict()
-        path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], state["current_iteration"]))
-        if state["current_iteration"] < trainer.current_iteration:
-            # Interrupted after iteration N started and before its output was recorded: in
-            # its update function (or a TRAINING_ITERATION_STARTED handler).
-            if self._written and self._saved_iteration == state["current_iteration"]:
+        iteration = state["current_iteration"]
+        # Interrupted after iteration N started and before its output was recorded: in its
+        # update function (or a TRAINING_ITERATION_STARTED handler). The state is then that
+        # of iteration N - 1.
+        inside_update = iteration < trainer.current_iteration
+        if self._written and iteration == self._saved_iteration:
+            # No iteration was completed since the newest checkpoint (this run's, or the one it
+            # resumed from), which holds this point cleanly: keep it. This also avoids the
+            # trainer's state_dict() between a resume and the resumed epoch's first batch.
+            if inside_update:
                 logger.warning(
                     "Interrupted inside iteration %d: keeping %s, saved cleanly after iteration %d, rather than "
                     "saving a state that the interrupted update may have changed",
                     trainer.current_iteration,
                     self._written[-1],
-                    state["current_iteration"],
+                    iteration,
                 )
-                return
+            else:
+                logger.info("Interrupted at iteration %d, which %s already holds: nothing to save", iteration, self._written[-1])
+            return
+        path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], iteration))
+        if inside_update:
             logger.warning(
                 "Interrupted inside iteration %d, before its output was recorded: saving as after iteration %d. "
                 "If the interrupt came after optimizer.step(), the model already holds part of iteration %d and a "
                 "run resumed from %s will not be bit-identical to an uninterrupted one",
                 trainer.current_iteration,
-                state["current_iteration"],
+                iteration,
                 trainer.current_iteration,
                 path,
             )
         self._write(state, path)
-        logger.info("Interrupted: saved %s (epoch %d, iteration %d)", path, state["current_epoch"], state["current_iteration"])
+        logger.info("Interrupted: saved %s (epoch %d, iteration %d)", path, state["current_epoch"], iteration)
 
     # -- saving -------------------------------------------------------------------------
 

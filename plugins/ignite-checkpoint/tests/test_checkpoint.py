@@ -34,13 +34,14 @@ TIMEOUT = 180
 # -- subprocess helpers -------------------------------------------------------------------
 
 
-def start(config: dict, **env: str) -> subprocess.Popen:
+def start(config: dict) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if key != "IGNITE_DISABLE_PLUGINS"}
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", **env},
+        env={**env, "GLOO_SOCKET_IFNAME": "lo"},  # a process group talks over loopback only
     )
 
 
@@ -103,7 +104,8 @@ SCENARIOS = {
         {"where": "iteration", "iteration": 10, "signal": "SIGINT"},
         "checkpoint_e0002_i00000010.pt: epoch 2, iteration 10 (after batch 2 of the epoch)",
     ),
-    # Ctrl-C during validation of epoch 2: resumed, that validation run is repeated whole.
+    # Ctrl-C during validation of epoch 2 (saves every 3 iterations here, so the last regular
+    # save is after iteration 15): resumed, that validation run is repeated whole.
     "sigint_validation": (
         {"where": "validation", "epoch": 2, "batch": 3, "signal": "SIGINT"},
         "checkpoint_e0002_i00000016.pt: epoch 2, iteration 16 (after training, validation to run again)",
@@ -129,6 +131,7 @@ def runs(tmp_path_factory):
     configs = {"A": {**base, "dirname": str(folder / "A"), "out": str(folder / "A.pt")}}
     for name, (stop, _) in SCENARIOS.items():
         configs[name] = {**base, "dirname": str(folder / name), "out": str(folder / f"{name}.pt"), "stop": stop}
+    configs["sigint_validation"]["every_iterations"] = 3
     # torch.optim.SGD, five epochs, with early stopping and LR reduction when installed;
     # killed in the middle of epoch 4, after the controllers have changed state at epochs 1-3.
     controlled = {**base, "max_epochs": 5, "optimizer": "sgd", "controllers": CONTROLLERS}
@@ -210,6 +213,12 @@ def test_sigint_saves_the_iteration_reached_and_exits_with_keyboard_interrupt(ru
 def test_sigint_during_validation_saves_and_resume_repeats_that_validation_run(runs):
     stderr = check_stopped_by(runs, "sigint_validation", signal.SIGINT)
     assert "KeyboardInterrupt" in stderr
+    assert "ignite.checkpoint INFO Interrupted: saved" in stderr
+    assert list(runs["stopped"]["sigint_validation"]) == [
+        "checkpoint_e0002_i00000012.pt",
+        "checkpoint_e0002_i00000015.pt",
+        "checkpoint_e0002_i00000016.pt",
+    ]
     state = runs["stopped"]["sigint_validation"]["checkpoint_e0002_i00000016.pt"]
     assert state["position"]["phase"] == "validation"
     assert len(state["validation_history"]["values"]) == 4  # epoch 1's run; epoch 2's partial run dropped
@@ -410,6 +419,28 @@ class RunsCode:
         return (os.mkdir, (self.path,))
 
 
+def test_interrupt_before_any_new_iteration_keeps_the_checkpoint_it_resumed_from(tmp_path, only_checkpoint, caplog):
+    caplog.set_level(logging.INFO, logger="ignite")
+    folder = tmp_path / "ckpt"
+    trainer, _, _ = small_run(folder, every_iterations=3, every_epochs=None)
+    trainer.run(2)
+    newest = list_checkpoints(folder)[-1]
+    assert newest.endswith("checkpoint_e0002_i00000006.pt")
+    before = Path(newest).read_bytes()
+
+    def interrupt(trainer):
+        raise KeyboardInterrupt
+
+    for event in (TrainingEvents.TRAINING_STARTED, TrainingEvents.EPOCH_STARTED, TrainingEvents.TRAINING_EPOCH_STARTED):
+        resumed, _, _ = small_run(folder, every_iterations=3, every_epochs=None, resume=True)
+        resumed.add_event_handler(event, interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            resumed.run(2)
+        assert f"Interrupted at iteration 6, which {newest} already holds: nothing to save" in caplog.text
+        assert list_checkpoints(folder)[-1] == newest and Path(newest).read_bytes() == before
+        caplog.clear()
+
+
 def test_corrupt_and_foreign_files_are_refused_by_name_and_resume_skips_them(tmp_path, only_checkpoint, caplog):
     folder = tmp_path / "ckpt"
     trainer, model, _ = small_run(folder, keep=None)
@@ -439,6 +470,8 @@ def test_corrupt_and_foreign_files_are_refused_by_name_and_resume_skips_them(tmp
         load_checkpoint(folder / "checkpoint_e0005_i00000020.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(folder / "checkpoint_e0009_i00000099.pt")
+    with pytest.raises(CheckpointError, match="cannot be opened: IsADirectoryError"):
+        load_checkpoint(folder)
 
     caplog.set_level(logging.INFO, logger="ignite")
     trainer, model, optimizer = small_run(folder, resume=True, keep=None)
