@@ -273,30 +273,40 @@ def test_sigkill_while_writing_a_64mb_checkpoint_leaves_the_previous_one_loadabl
         "keep": 2,
         "max_epochs": 1,
     }
+    def listing():
+        names = sorted(os.listdir(folder)) if folder.exists() else []
+        return [n for n in names if n.startswith("checkpoint_")], [n for n in names if n.startswith(".checkpoint_")]
+
     process = start(config)
+    killed = False
     try:
-        seen = None
         deadline = time.monotonic() + TIMEOUT
-        while process.poll() is None and time.monotonic() < deadline:
-            names = os.listdir(folder) if folder.exists() else []
-            finals = [n for n in names if n.startswith("checkpoint_")]
-            temporaries = [n for n in names if n.startswith(".checkpoint_")]
-            if finals and temporaries:  # a second save is being written: kill now
-                process.send_signal(signal.SIGKILL)
-                seen = (finals, temporaries)
-                break
-            time.sleep(0.001)  # polling interval, not synchronisation
+        while not killed and process.poll() is None and time.monotonic() < deadline:
+            finals, temporaries = listing()
+            if finals and temporaries:  # a later save is being written
+                # Freeze the child (and wait until it is frozen) to see whether it is still
+                # inside that save; if so SIGKILL it there, else let it go on to the next save.
+                process.send_signal(signal.SIGSTOP)
+                _, status = os.waitpid(process.pid, os.WUNTRACED)
+                if not os.WIFSTOPPED(status):
+                    break  # it ended: not killed inside a save, which the assertion below reports
+                if listing()[1]:
+                    process.send_signal(signal.SIGKILL)
+                    killed = True
+                process.send_signal(signal.SIGCONT)
+            else:
+                time.sleep(0.001)  # polling interval, not synchronisation
         process.wait(timeout=TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert seen is not None, "the child never wrote a second checkpoint"
+    assert killed, "the child never was inside a second save"
     assert process.returncode == -signal.SIGKILL
     names = sorted(os.listdir(folder))
     finals = [n for n in names if n.startswith("checkpoint_")]
     temporaries = [n for n in names if n.startswith(".checkpoint_")]
-    assert temporaries, f"killed after the save completed, not during it: {names}"
+    assert len(temporaries) == 1, names  # the save it was killed in
     assert finals and finals == list(map(os.path.basename, list_checkpoints(folder)))
     for name in finals:  # no file under a final name is partial
         state = load_checkpoint(folder / name)
