@@ -25,6 +25,7 @@ examples/custom_plugin for the in-house csv_logger plugin).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -54,9 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default: 0.002)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model and the shuffling (default: 0)")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir"
-    )
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     parser.add_argument("--log-dir", default="runs", help="TensorBoard logs go to a new folder in it (default: runs)")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints go (default: checkpoints)")
     parser.add_argument(
@@ -68,7 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--summary", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads for torch (default: 1: a model this small gains nothing from more, and they slow it down badly on busy cores)"
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (default: 1: a model this small gains nothing from more, and they slow it "
+        "down badly on busy cores)",
     )
     args = parser.parse_args(argv)
     try:
@@ -160,7 +163,7 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
     """Options for the standard plugins that are installed, merged with --plugins-json."""
     run_name = time.strftime("digits-%Y%m%d-%H%M%S")
     wanted: dict[str, Any] = {
-        "progress": True,
+        "progress": {"leave": False},  # the epoch's log lines stay; its bar goes when it ends
         "tensorboard": {"log_dir": os.path.join(args.log_dir, run_name), "log_every": 10, "optimizer": optimizer},
         "visdom": {"env": "digits", "log_every": 10, "optimizer": optimizer},
         "early_stopping": {"patience": 5, "mode": "min", "score_function": validation_loss, "min_epochs": 5},
@@ -181,17 +184,30 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
     }
     installed = installed_plugins()
     for name in sorted(set(wanted) - installed):
-        logger.info("Plugin %s is not installed: skipped (pip install -e plugins/ignite-%s)", name, name.replace("_", "-"))
+        logger.info(
+            "Plugin %s is not installed: skipped (pip install -e plugins/ignite-%s)", name, name.replace("_", "-")
+        )
     options = {name: value for name, value in wanted.items() if name in installed}
     objects = {"@model": model, "@optimizer": optimizer}
     for name, extra in args.plugins_json.items():
         if isinstance(extra, dict):  # "@optimizer" and "@model" stand for the objects
-            extra = {key: objects.get(value, value) if isinstance(value, str) else value for key, value in extra.items()}
+            extra = {
+                key: objects.get(value, value) if isinstance(value, str) else value for key, value in extra.items()
+            }
         if isinstance(extra, dict) and isinstance(options.get(name), dict):
             options[name] = {**options[name], **extra}
         else:
             options[name] = extra  # an unknown name is reported by the Trainer, listing the installed ones
     return options
+
+
+def log_above_progress_bars() -> contextlib.AbstractContextManager[Any]:
+    """While a tqdm bar is on screen, print log lines above it instead of through it."""
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:  # no tqdm, no progress bars
+        return contextlib.nullcontext()
+    return logging_redirect_tqdm()
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -247,13 +263,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log_accuracy(trainer: Trainer) -> None:
         loss, accuracy = validation_results(trainer)
         lr = optimizer.param_groups[0]["lr"]
-        logger.info("Epoch %d: validation loss %.4f, accuracy %.2f%%, lr %.2g", trainer.current_epoch, loss, 100 * accuracy, lr)
+        logger.info(
+            "Epoch %d: validation loss %.4f, accuracy %.2f%%, lr %.2g", trainer.current_epoch, loss, 100 * accuracy, lr
+        )
 
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, note_start)
     trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, log_accuracy)
 
     start = time.perf_counter()
-    trainer.run(max_epochs=args.epochs)
+    with log_above_progress_bars():
+        trainer.run(max_epochs=args.epochs)
     seconds = time.perf_counter() - start
 
     # Every epoch's results, from the validation history (restored from the checkpoint on --resume).
@@ -277,7 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "accuracy_per_epoch": [accuracy for _, accuracy in per_epoch],
         "plugins": sorted(trainer.plugins),
     }
-    stop = f"stopped early at epoch {trainer.current_epoch}" if summary["stopped_early"] else f"{trainer.current_epoch} epochs"
+    stop = (
+        f"stopped early at epoch {trainer.current_epoch}"
+        if summary["stopped_early"]
+        else f"{trainer.current_epoch} epochs"
+    )
     print(f"Final validation accuracy: {100 * summary['accuracy']:.2f}% ({stop}, {seconds:.1f} s of training)")
     print(
         f"Best validation loss {summary['best_validation_loss']:.4f} at epoch {summary['best_epoch']} "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from ignite import PluginInactive, distributed, hookimpl, monitor
 
@@ -38,7 +38,7 @@ class CSVLogger:
             each, as :func:`ignite.monitor.learning_rates` names them.
     """
 
-    def __init__(self, path: Optional[Union[str, os.PathLike]] = None, optimizer: Any = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, optimizer: Any = None) -> None:
         # __init__ only checks options: `ignite plugins` constructs every plugin to report on it.
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"csv_logger option path must be a file name; got {type(path).__name__}")
