@@ -1,0 +1,315 @@
+"""Tests of the ignite-tensorboard plugin: event files read back with TensorBoard's own reader."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from ignite_tensorboard import DEFAULT_LOG_EVERY, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ignite import PluginError, Trainer, TrainingEvents
+from ignite._plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, installed_plugin_names
+
+
+@pytest.fixture(autouse=True)
+def only_named_plugins(monkeypatch):
+    """Other plugins may be installed in the same environment: load only those a test names."""
+    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+
+
+def read_events(log_dir) -> dict[str, list[tuple[int, float]]]:
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def close_to(pairs, expected):
+    """Steps equal and values equal up to float32 rounding (events store float32)."""
+    return [step for step, _ in pairs] == [step for step, _ in expected] and all(
+        value == pytest.approx(want, rel=1e-6, abs=1e-7) for (_, value), (_, want) in zip(pairs, expected)
+    )
+
+
+def float_update(batch):
+    return float(batch) * 0.5 + 0.25
+
+
+def plugin_of(trainer: Trainer) -> TensorBoardLogger:
+    return trainer.plugins["tensorboard"]
+
+
+def test_float_outputs_iteration_epoch_and_validation_series(tmp_path):
+    trainer = Trainer(
+        list(range(10)),
+        float_update,
+        validation_data=[1, 2, 3, 4],
+        validation_update_function=lambda batch: batch / 10,
+        plugins={"tensorboard": {"log_dir": str(tmp_path), "log_every": 3}},
+    )
+    trainer.run(2)
+    events = read_events(tmp_path)
+    assert set(events) == {"training/iteration", "training/epoch_mean", "validation/mean"}
+    history = trainer.training_history
+    assert close_to(events["training/iteration"], [(step, history[step - 1]) for step in range(3, 21, 3)])
+    assert close_to(events["training/epoch_mean"], [(1, history.run_mean(0)), (2, history.run_mean(1))])
+    validation = trainer.validation_history
+    assert close_to(events["validation/mean"], [(1, validation.run_mean(0)), (2, validation.run_mean(1))])
+    assert plugin_of(trainer).log_dir == str(tmp_path)
+
+
+def test_tuple_outputs_get_one_series_per_item(tmp_path):
+    trainer = Trainer(
+        list(range(6)),
+        lambda batch: (batch * 1.0, torch.tensor(batch * 2.0), "not a number"),
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 2}},
+    )
+    trainer.run(1)
+    events = read_events(tmp_path)
+    assert set(events) == {
+        "training/iteration/0",
+        "training/iteration/1",
+        "training/epoch_mean/0",
+        "training/epoch_mean/1",
+    }
+    assert close_to(events["training/iteration/0"], [(2, 1.0), (4, 3.0), (6, 5.0)])
+    assert close_to(events["training/iteration/1"], [(2, 2.0), (4, 6.0), (6, 10.0)])
+    means = trainer.training_history.run_means()
+    assert close_to(events["training/epoch_mean/0"], [(1, means["0"])])
+    assert close_to(events["training/epoch_mean/1"], [(1, means["1"])])
+
+
+def test_dict_outputs_and_dict_validation_means(tmp_path):
+    trainer = Trainer(
+        [0.5, 1.5, 2.5, 3.5],
+        lambda batch: {"loss": batch, "accuracy": 1 - batch / 10},
+        validation_data=[1.0, 3.0],
+        validation_update_function=lambda batch: {"loss": batch * 2},
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}},
+    )
+    trainer.run(3)
+    events = read_events(tmp_path)
+    assert set(events) == {
+        "training/iteration/loss",
+        "training/iteration/accuracy",
+        "training/epoch_mean/loss",
+        "training/epoch_mean/accuracy",
+        "validation/mean/loss",
+    }
+    history = trainer.training_history
+    assert close_to(events["training/iteration/loss"], [(step, history[step - 1]["loss"]) for step in range(1, 13)])
+    assert close_to(
+        events["training/iteration/accuracy"], [(step, history[step - 1]["accuracy"]) for step in range(1, 13)]
+    )
+    assert close_to(events["training/epoch_mean/loss"], [(epoch, 2.0) for epoch in (1, 2, 3)])
+    assert close_to(events["validation/mean/loss"], [(epoch, 4.0) for epoch in (1, 2, 3)])
+
+
+class CountingDict(dict):
+    """An output that counts how often its numbers are read (a dict subclass is stored as is)."""
+
+    reads = 0
+
+    def items(self):
+        CountingDict.reads += 1
+        return super().items()
+
+
+def test_only_every_log_every_th_output_is_read(tmp_path):
+    CountingDict.reads = 0
+    trainer = Trainer(
+        list(range(20)),
+        lambda batch: CountingDict(loss=float(batch)),
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 5}},
+    )
+    reads_before_means: list[int] = []
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: reads_before_means.append(CountingDict.reads)
+    )
+    trainer.run(1)
+    assert reads_before_means == [4]  # iterations 5, 10, 15, 20 out of 20
+    assert [step for step, _ in read_events(tmp_path)["training/iteration/loss"]] == [5, 10, 15, 20]
+
+
+def test_learning_rates_per_epoch_before_the_end_of_epoch_scheduler_step(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias], "lr": 1.0}], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    def update(batch):
+        optimizer.zero_grad()
+        loss = model(torch.ones(1, 2)).sum() ** 2
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    trainer = Trainer([0, 1], update, plugins={"tensorboard": {"log_dir": tmp_path, "optimizer": optimizer}})
+    trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, lambda t: scheduler.step())
+    trainer.run(3)
+    events = read_events(tmp_path)
+    assert close_to(events["lr/0"], [(1, 0.1), (2, 0.05), (3, 0.025)])
+    assert close_to(events["lr/1"], [(1, 1.0), (2, 0.5), (3, 0.25)])
+    assert "training/iteration" not in events  # 6 iterations, fewer than the default log_every
+    assert DEFAULT_LOG_EVERY > 6
+
+
+def test_one_optimizer_with_one_group_is_tagged_lr(tmp_path):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    Trainer([1.0], float_update, plugins={"tensorboard": {"log_dir": tmp_path, "optimizer": optimizer}}).run(2)
+    assert close_to(read_events(tmp_path)["lr"], [(1, 0.3), (2, 0.3)])
+
+
+def test_an_epoch_cut_short_by_terminate_logs_no_stale_validation_mean(tmp_path):
+    trainer = Trainer(
+        list(range(10)),
+        float_update,
+        validation_data=[1.0],
+        validation_update_function=lambda batch: batch,
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}},
+    )
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 14 else None
+    )
+    trainer.run(3)
+    events = read_events(tmp_path)
+    assert [step for step, _ in events["training/iteration"]] == list(range(1, 15))
+    assert close_to(events["training/epoch_mean"], [(1, 2.5), (2, sum(float_update(b) for b in range(4)) / 4)])
+    assert [step for step, _ in events["validation/mean"]] == [1]  # epoch 2 skipped its validation
+
+
+def test_writer_is_closed_and_flushed_when_training_raises(tmp_path):
+    writers = []
+
+    def update(batch):
+        if batch == 7:
+            raise RuntimeError("boom at batch 7")
+        return float(batch)
+
+    trainer = Trainer(
+        list(range(10)), update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 2, "flush_secs": 3600}}
+    )
+    trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_STARTED, lambda t: writers.append(plugin_of(t)._writer))
+    with pytest.raises(RuntimeError, match="boom at batch 7"):
+        trainer.run(1)
+    (writer,) = writers
+    assert writer is not None and writer.all_writers is None  # SummaryWriter.close() ran
+    assert plugin_of(trainer)._writer is None
+    # flush_secs=3600: only the close can have put these on disk.
+    assert close_to(read_events(tmp_path)["training/iteration"], [(2, 1.0), (4, 3.0), (6, 5.0)])
+
+
+def test_a_second_run_continues_in_the_same_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer([1.0, 2.0], float_update, plugins={"tensorboard": {"log_every": 1}})
+    trainer.run(1)
+    first_dir = plugin_of(trainer).log_dir
+    trainer.run(2)
+    assert plugin_of(trainer).log_dir == first_dir
+    events = read_events(first_dir)
+    assert [step for step, _ in events["training/iteration"]] == [1, 2, 3, 4]
+    assert [step for step, _ in events["training/epoch_mean"]] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("log_every", "error"),
+    [(0, ValueError), (-5, ValueError), (2.5, TypeError), ("10", TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_log_every_must_be_a_positive_int(log_every, error):
+    with pytest.raises(error, match="log_every must be a positive int"):
+        TensorBoardLogger(log_every=log_every)
+
+
+def test_a_bad_option_through_the_trainer_names_the_plugin_and_option():
+    with pytest.raises(PluginError, match=r"'tensorboard'.*log_every must be a positive int") as caught:
+        Trainer([1.0], float_update, plugins={"tensorboard": {"log_every": 0}})
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"optimizer": "sgd"}, "optimizer must be a torch optimizer"),
+        ({"flush_secs": 0}, "flush_secs must be a positive number"),
+        ({"log_dir": 3}, "log_dir must be a path"),
+    ],
+)
+def test_other_options_are_checked(options, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        TensorBoardLogger(**options)
+
+
+def test_autoloaded_with_defaults_writes_under_runs_and_logs_the_command(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV)
+    others = [name for name in installed_plugin_names() if name != "tensorboard"]
+    monkeypatch.setenv(DISABLE_PLUGINS_ENV, ",".join(others))
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer([1.0, 2.0, 3.0], float_update)
+    assert isinstance(trainer.plugins.get("tensorboard"), TensorBoardLogger)
+    with caplog.at_level(logging.INFO, logger="ignite.tensorboard"):
+        trainer.run(1)
+    log_dir = plugin_of(trainer).log_dir
+    assert os.path.dirname(log_dir) == str(tmp_path / "runs")
+    assert re.fullmatch(r"\d{8}-\d{6}(-\d+)?", os.path.basename(log_dir))
+    assert [step for step, _ in read_events(log_dir)["training/epoch_mean"]] == [1]
+    lines = [record.getMessage() for record in caplog.records if record.name == "ignite.tensorboard"]
+    assert lines == [f"TensorBoard logs go to {log_dir}; view them with: tensorboard --logdir {log_dir}"]
+
+
+def test_default_log_dirs_of_runs_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = Trainer([1.0], float_update, plugins={"tensorboard": {}})
+    second = Trainer([1.0], float_update, plugins={"tensorboard": {}})
+    first.run(1)
+    second.run(1)
+    assert plugin_of(first).log_dir != plugin_of(second).log_dir
+    assert os.path.isdir(plugin_of(first).log_dir) and os.path.isdir(plugin_of(second).log_dir)
+
+
+def test_nothing_is_created_before_training_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer([1.0], float_update, plugins={"tensorboard": {"log_dir": "logs"}})
+    assert plugin_of(trainer).log_dir == "logs"
+    assert not (tmp_path / "logs").exists()
+    trainer.run(1)
+    assert read_events(tmp_path / "logs")["training/epoch_mean"] == [(1, 0.75)]
+
+
+def test_importing_and_constructing_does_not_import_tensorboard():
+    code = (
+        "import sys, ignite_tensorboard; ignite_tensorboard.TensorBoardLogger(log_every=10); "
+        "print(sorted(m for m in sys.modules if m.startswith(('tensorboard', 'torch.utils.tensorboard'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_values_are_handed_to_the_writer_in_batches_and_none_is_lost(tmp_path):
+    pending_sizes: list[int] = []
+    trainer = Trainer(list(range(250)), float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}})
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: pending_sizes.append(len(plugin_of(t)._pending))
+    )
+    trainer.run(1)
+    assert max(pending_sizes) == 99 and pending_sizes[100] == 0  # handed over at the 100th value
+    history = trainer.training_history
+    assert close_to(read_events(tmp_path)["training/iteration"], [(step, history[step - 1]) for step in range(1, 251)])
+
+
+def test_values_older_than_flush_secs_are_handed_over_at_once(tmp_path):
+    pending_sizes: list[int] = []
+    trainer = Trainer(
+        list(range(5)), float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "flush_secs": 1e-9}}
+    )
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: pending_sizes.append(len(plugin_of(t)._pending))
+    )
+    trainer.run(1)
+    assert pending_sizes == [0, 0, 0, 0, 0]
+    assert [step for step, _ in read_events(tmp_path)["training/iteration"]] == [1, 2, 3, 4, 5]
