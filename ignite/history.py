@@ -129,18 +129,27 @@ class History(Sequence):
         """
         return self.run_means(index).get(str(key))
 
-    def state_dict(self) -> dict[str, Any]:
-        """The values and run boundaries, for checkpoints."""
-        return {"values": list(self), "run_starts": self._offsets[1:]}
+    def state_dict(self, drop_last_run: bool = False) -> dict[str, Any]:
+        """The values, one entry per run after the values from before any run: a float64
+        tensor for a compacted run (fast to save), a list otherwise. ``drop_last_run`` leaves
+        out the run in progress, for a run that will be redone whole."""
+        chunks = self._chunks[:-1] if drop_last_run and len(self._chunks) > 1 else self._chunks
+        return {
+            "chunks": [
+                torch.frombuffer(chunk, dtype=torch.float64).clone() if isinstance(chunk, array) and chunk else list(chunk)
+                for chunk in chunks
+            ]
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace the contents with those of :meth:`state_dict`."""
-        values, starts = state["values"], list(state["run_starts"])
-        bounds = [0, *starts, len(values)]
-        self._chunks = [_compacted(values[a:b]) for a, b in zip(bounds, bounds[1:])]
-        self._chunks[-1] = list(self._chunks[-1])
-        self._offsets = [0, *starts]
-        self.append = self._chunks[-1].append
+        chunks: list[MutableSequence[Any]] = [
+            array("d", chunk.tolist()) if isinstance(chunk, torch.Tensor) else list(chunk) for chunk in state["chunks"]
+        ]
+        chunks[-1] = list(chunks[-1])  # the run in progress is appended to
+        self._chunks = chunks
+        self._offsets = list(itertools.accumulate((len(chunk) for chunk in chunks[:-1]), initial=0))
+        self.append = chunks[-1].append
 
     def _value(self, index: int) -> Any:
         chunk = bisect.bisect_right(self._offsets, index) - 1

@@ -178,6 +178,8 @@ class Trainer:
         self._should_terminate = False
         self._stop_vote: StopVote | None = None
         self._epoch_complete = False
+        # A loaded mid-epoch state, until the run has replayed its way back to it.
+        self._unresumed_state: dict[str, Any] | None = None
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
         # or "validation" phase, with the RNG states from just before that phase's data was
         # iterated, which a resume restores to replay the phase.
@@ -385,7 +387,9 @@ class Trainer:
         list) or be deterministic; a sampler with its own ``torch.Generator`` must have that
         generator seeded per epoch by the user. Skipped batches are loaded and dropped.
         """
-        validation = self.validation_history.state_dict()
+        if self._unresumed_state is not None:
+            # Loaded, and the run has not yet reached the point it describes: it still does.
+            return {**self._unresumed_state, "plugins": self._plugin_states()}
         position = None
         iterations_done = self.current_iteration
         if self._phase == "training":
@@ -397,24 +401,24 @@ class Trainer:
                 "start_rng": self._phase_start_rng or _rng.get_states(),
             }
         elif self._phase == "validation":
-            # A validation run cut short is run again in full on resume: drop its part.
-            start = validation["run_starts"].pop()
-            del validation["values"][start:]
             position = {"phase": "validation", "batches_done": 0, "start_rng": self._phase_start_rng}
-        plugins = {
-            name: record.plugin.state_dict()
-            for name, record in self._plugin_records.items()
-            if record.status == "active" and callable(getattr(record.plugin, "state_dict", None))
-        }
         return {
             "format": _STATE_FORMAT,
             "current_epoch": self.current_epoch,
             "current_iteration": iterations_done,
             "training_history": self.training_history.state_dict(),
-            "validation_history": validation,
+            # A validation run cut short is run again whole on resume: leave its part out.
+            "validation_history": self.validation_history.state_dict(drop_last_run=self._phase == "validation"),
             "position": position,
             "rng": _rng.get_states(),
-            "plugins": plugins,
+            "plugins": self._plugin_states(),
+        }
+
+    def _plugin_states(self) -> dict[str, Any]:
+        return {
+            name: record.plugin.state_dict()
+            for name, record in self._plugin_records.items()
+            if record.status == "active" and callable(getattr(record.plugin, "state_dict", None))
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -436,10 +440,12 @@ class Trainer:
         self.training_history.load_state_dict(state["training_history"])
         self.validation_history.load_state_dict(state["validation_history"])
         position = state["position"]
+        self._unresumed_state = None
         if position is None:
             self._resume_position = None
             _rng.set_states(state["rng"])
         else:
+            self._unresumed_state = {key: value for key, value in state.items() if key != "plugins"}
             self._epoch_start_iteration = self.current_iteration - position["batches_done"]
             self._resume_position = {**position, "rng": state["rng"]}
             if position["phase"] == "validation" and position["start_rng"] is None:
@@ -570,6 +576,7 @@ class Trainer:
             # With nothing consumed the states are those of the start; restoring them after
             # iter() would undo the draws iter() itself made (a DataLoader's base seed).
             _rng.set_states(resume["rng"])
+        self._unresumed_state = None
         return batches
 
     def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> bool:
@@ -609,6 +616,7 @@ class Trainer:
             callbacks, update, append = self._callbacks, self._validation_update_function, history.append
             if resume is not None and resume["start_rng"] is not None:
                 _rng.set_states(resume["start_rng"])  # a validation run cut short is run again whole
+            self._unresumed_state = None
             self._phase_start_rng = _rng.get_states()
             for batch in self.validation_data:  # type: ignore[union-attr]
                 for callback in callbacks[_VALID_STARTED]:

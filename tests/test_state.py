@@ -154,3 +154,38 @@ def test_resume_with_shorter_data_is_a_clear_error():
     second.load_state_dict(first.state_dict())
     with pytest.raises(ValueError, match="cannot resume epoch 1 at batch 6: training_data now has only 4 batches"):
         second.run(1)
+
+
+def test_state_taken_before_a_loaded_mid_epoch_state_is_reached_is_that_state():
+    def make():
+        torch.manual_seed(0)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(8.0)), batch_size=2, shuffle=True)
+        return Trainer(data, lambda batch: batch[0].tolist())
+
+    first, saved = make(), {}
+    first.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED,
+        lambda t: saved.setdefault("state", t.state_dict()) if t.current_iteration == 6 else None,
+    )
+    first.run(2)
+    resumed = make()
+    resumed.load_state_dict(saved["state"])
+    before_run = resumed.state_dict()
+    assert before_run["position"]["batches_done"] == 2
+    at_epoch_start = {}
+    resumed.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: at_epoch_start.setdefault("state", t.state_dict()))
+    resumed.run(2)
+    for state in (before_run, at_epoch_start["state"]):
+        assert torch.equal(state["position"]["start_rng"]["torch"], saved["state"]["position"]["start_rng"]["torch"])
+        assert torch.equal(state["rng"]["torch"], saved["state"]["rng"]["torch"])
+        assert state["current_iteration"] == 6
+    assert resumed.training_history == first.training_history
+
+
+def test_history_state_saves_float_runs_as_tensors():
+    trainer = Trainer([1, 2, 3], lambda b: float(b), validation_data=[(1, "x")], validation_update_function=lambda b: b)
+    trainer.run(2)
+    state = trainer.state_dict()
+    chunks = state["training_history"]["chunks"]
+    assert chunks[0] == [] and isinstance(chunks[1], torch.Tensor) and chunks[1].dtype == torch.float64
+    assert state["validation_history"]["chunks"][1] == [(1, "x")]
