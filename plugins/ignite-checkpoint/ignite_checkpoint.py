@@ -16,11 +16,13 @@ one cannot run code.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -116,12 +118,18 @@ def _fsync_directory(dirname: str) -> None:
         os.close(fd)
 
 
-def _atomic_save(payload: Any, path: str) -> None:
+def _serialized(payload: Any) -> memoryview:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getbuffer()
+
+
+def _atomic_write(data: Any, path: str) -> None:
     dirname = os.path.dirname(path) or "."
     temporary = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{os.getpid()}{_TEMPORARY_SUFFIX}")
     try:
         with open(temporary, "wb") as file:
-            torch.save(payload, file)
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -132,6 +140,41 @@ def _atomic_save(payload: Any, path: str) -> None:
             pass
         raise
     _fsync_directory(dirname)
+
+
+class _BackgroundWriter:
+    """Writes serialized checkpoints to disk on a thread of its own, one at a time.
+
+    The state is serialized on the training thread (a consistent snapshot); the write, fsync
+    and rename, tens of milliseconds on a plain disk, overlap the next iterations. A new save
+    first waits for the previous write; ``wait()`` (at the end of a run) makes every
+    checkpoint durable and re-raises a write's error on the training thread.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, data: memoryview, path: str, done: Callable[[], None]) -> None:
+        self.wait()
+
+        def write() -> None:
+            try:
+                _atomic_write(data, path)
+                done()
+            except BaseException as error:  # handed to the training thread by wait()
+                self._error = error
+
+        self._thread = threading.Thread(target=write, name="ignite-checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 def _positive_int_or_none(name: str, value: Any) -> int | None:
@@ -236,6 +279,7 @@ class Checkpoint:
         self._ready = False  # TRAINING_STARTED done (resumed if asked): interrupts may save
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
         self._saved_iteration: int | None = None  # the global iteration of the newest of them
+        self._writer = _BackgroundWriter()
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -276,12 +320,29 @@ class Checkpoint:
             self.save(trainer)
 
     @hookimpl(trylast=True)
+    def ignite_training_completed(self) -> None:
+        """Wait until the last checkpoint is on disk."""
+        self.wait()
+
+    @hookimpl(trylast=True)
     def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
-        """On KeyboardInterrupt, save the point reached, unless the newest checkpoint already
-        holds it (see the README for what an interrupt inside an update means)."""
+        """Finish the pending write; on KeyboardInterrupt, save the point reached, unless the
+        newest checkpoint already holds it (see the README for what an interrupt inside an
+        update means). Never a collective here: a failing rank must exit at once."""
+        try:
+            self._writer.wait()
+        except Exception:  # the run's own exception is the one to report
+            logger.exception("Writing the last checkpoint failed")
         if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt) and self._ready):
             return
         if not distributed.is_main_process():
+            return
+        if distributed.world_size() > 1:
+            logger.warning(
+                "Interrupted: no checkpoint saved, since gathering every rank's state would need the other ranks; "
+                "the newest regular checkpoint (%s) stays",
+                self._written[-1] if self._written else "none yet",
+            )
             return
         state = trainer.state_dict()
         iteration = state["current_iteration"]
@@ -315,36 +376,52 @@ class Checkpoint:
                 trainer.current_iteration,
                 path,
             )
-        self._write(state, path)
+        self._write(state, path, None)
+        self._writer.wait()
         logger.info("Interrupted: saved %s (epoch %d, iteration %d)", path, state["current_epoch"], iteration)
 
     # -- saving -------------------------------------------------------------------------
 
+    def wait(self) -> None:
+        """Block until every checkpoint saved so far is complete on disk (the run's end does
+        this itself); re-raises the error of a failed write."""
+        self._writer.wait()
+
     def save(self, trainer: Trainer) -> str | None:
-        """Save a checkpoint of the trainer now (rank 0 only) and prune old ones; returns the
-        path written, None on other ranks."""
+        """Save a checkpoint of the trainer now and prune old ones; returns the path, which
+        is complete on disk once the run ends (the write finishes in the background). In a
+        distributed run call it on every rank: each rank's trainer state (its histories, its
+        RNG streams) is gathered to rank 0, which writes; other ranks return None."""
+        state = trainer.state_dict()
+        ranks = distributed.all_gather_object(state) if distributed.world_size() > 1 else None
         if not distributed.is_main_process():
             return None
-        state = trainer.state_dict()
         path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], state["current_iteration"]))
-        self._write(state, path)
-        logger.debug("Saved %s", path)
+        self._write(state, path, ranks)
+        logger.debug("Saving %s", path)
         return path
 
-    def _write(self, trainer_state: dict[str, Any], path: str) -> None:
-        payload = {
+    def _write(self, trainer_state: dict[str, Any], path: str, ranks: list[dict[str, Any]] | None) -> None:
+        payload: dict[str, Any] = {
             "format": FORMAT,
             "trainer": trainer_state,
             "objects": {name: obj.state_dict() for name, obj in self.objects.items()},
         }
-        _atomic_save(payload, path)
-        self._saved_iteration = trainer_state["current_iteration"]
-        # An iteration save on an epoch's last batch and the epoch save share a name: the
-        # later, more complete state replaced the earlier one atomically.
-        if path in self._written:
-            self._written.remove(path)
-        self._written.append(path)
-        self._prune()
+        if ranks is not None:
+            payload["trainer_ranks"] = ranks
+        # Serialized here, so the file holds this moment even though it is written later.
+        data = _serialized(payload)
+
+        def written() -> None:
+            self._saved_iteration = trainer_state["current_iteration"]
+            # An iteration save on an epoch's last batch and the epoch save share a name: the
+            # later, more complete state replaced the earlier one atomically.
+            if path in self._written:
+                self._written.remove(path)
+            self._written.append(path)
+            self._prune()
+
+        self._writer.submit(data, path, written)
 
     def _prune(self) -> None:
         if self.keep is None:
@@ -414,7 +491,7 @@ class Checkpoint:
             except Exception as error:
                 _add_note(error, f"while restoring objects[{name!r}] from checkpoint {path!r}")
                 raise
-        trainer.load_state_dict(state["trainer"])
+        trainer.load_state_dict(self._own_trainer_state(path, state))
         if not distributed.is_main_process():
             return
         logger.info(
@@ -424,6 +501,26 @@ class Checkpoint:
             state["trainer"]["current_iteration"],
             _where(state["trainer"]),
         )
+
+
+    @staticmethod
+    def _own_trainer_state(path: str, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's trainer state: its own when every rank's was saved."""
+        ranks, world = state.get("trainer_ranks"), distributed.world_size()
+        if ranks is not None:
+            if len(ranks) != world:
+                raise CheckpointError(
+                    f"Checkpoint {path!r} was saved by {len(ranks)} processes and this run has {world}: resume it "
+                    "with the same number of processes"
+                )
+            return ranks[distributed.rank()]
+        if world > 1 and distributed.is_main_process():
+            logger.warning(
+                "Checkpoint %s holds one process's trainer state: every rank resumes from it, so the other ranks' "
+                "histories and random streams are not those they had",
+                path,
+            )
+        return state["trainer"]
 
 
 def _add_note(error: BaseException, note: str) -> None:

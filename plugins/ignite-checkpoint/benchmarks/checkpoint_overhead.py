@@ -53,7 +53,7 @@ def main() -> None:
         trainer.run(1)
         start = time.perf_counter()
         state = trainer.state_dict()
-        ignite_checkpoint._atomic_save({"trainer": state}, os.path.join(folder, "history.pt"))
+        ignite_checkpoint._atomic_write(ignite_checkpoint._serialized({"trainer": state}), os.path.join(folder, "history.pt"))
         print(f"a save after {args.iterations} iterations (trainer state only, history of "
               f"{len(trainer.training_history)} floats): {(time.perf_counter() - start) * 1e3:.0f} ms")
 
@@ -63,7 +63,7 @@ def main() -> None:
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            ignite_checkpoint._atomic_save(payload, path)
+            ignite_checkpoint._atomic_write(ignite_checkpoint._serialized(payload), path)
             times.append(time.perf_counter() - start)
         size = os.path.getsize(path) / 2**20
         start = time.perf_counter()

@@ -39,7 +39,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from ignite.trainer import Trainer, TrainingEvents
 
 
-def stop_here(config: dict, marker: str) -> None:
+def stop_here(config: dict, marker: str, trainer) -> None:
+    # Saves finish in the background: wait for them so that the resume point these tests
+    # expect is on disk (a kill in the middle of a write is tested on its own).
+    checkpoint = trainer.plugins.get("checkpoint")
+    if checkpoint is not None:
+        checkpoint.wait()
     with open(config["dirname"] + f".stopped{config.get('rank', '')}", "w") as file:
         file.write(marker)
     os.kill(os.getpid(), getattr(signal, config["stop"]["signal"]))
@@ -156,19 +161,19 @@ def main(config: dict) -> None:
     if stop and stop["where"] == "iteration":
         def on_iteration(trainer):
             if trainer.current_iteration == stop["iteration"]:
-                stop_here(config, "iteration")
+                stop_here(config, "iteration", trainer)
 
         trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, on_iteration)
     elif stop and stop["where"] == "epoch_started":
         def on_epoch(trainer):
             if trainer.current_epoch == stop["epoch"]:
-                stop_here(config, "epoch_started")
+                stop_here(config, "epoch_started", trainer)
 
         trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, on_epoch)
     elif stop and stop["where"] == "validation":
         def on_validation(trainer):
             if trainer.current_epoch == stop["epoch"] and len(trainer.validation_history.run()) == stop["batch"]:
-                stop_here(config, "validation")
+                stop_here(config, "validation", trainer)
 
         trainer.add_event_handler(TrainingEvents.VALIDATION_ITERATION_COMPLETED, on_validation)
 
@@ -202,13 +207,13 @@ def count_saves() -> list[str]:
     import ignite_checkpoint
 
     written: list[str] = []
-    atomic_save = ignite_checkpoint._atomic_save
+    atomic_write = ignite_checkpoint._atomic_write
 
-    def counting(payload, path):
+    def counting(data, path):
         written.append(os.path.basename(path))
-        atomic_save(payload, path)
+        atomic_write(data, path)
 
-    ignite_checkpoint._atomic_save = counting
+    ignite_checkpoint._atomic_write = counting
     return written
 
 
