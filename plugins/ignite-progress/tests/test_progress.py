@@ -1,0 +1,365 @@
+"""Tests of the ignite-progress plugin: bars written to a StringIO and to a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import ignite_progress
+import pytest
+from ignite_progress import ProgressBar
+
+from ignite import PluginError, Trainer, TrainingEvents
+from ignite._plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, installed_plugin_names
+
+
+@pytest.fixture(autouse=True)
+def only_named_plugins(monkeypatch):
+    """Other plugins may be installed in the same environment: load only those a test names."""
+    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+
+
+def screen(text: str) -> list[str]:
+    """The lines a terminal shows after printing ``text``: enough of a terminal for tqdm's
+    output (carriage return, newline, cursor up, overwriting)."""
+    lines: list[list[str]] = [[]]
+    row = column = 0
+    for part in re.split(r"(\x1b\[A|\r|\n)", text):
+        if part == "\r":
+            column = 0
+        elif part == "\n":
+            row, column = row + 1, 0
+            if row == len(lines):
+                lines.append([])
+        elif part == "\x1b[A":
+            row = max(row - 1, 0)
+        else:
+            line = lines[row]
+            line.extend(" " * (column + len(part) - len(line)))
+            line[column : column + len(part)] = part
+            column += len(part)
+    return [shown.rstrip() for shown in ("".join(line) for line in lines) if shown.strip()]
+
+
+def plugin_of(trainer: Trainer) -> ProgressBar:
+    return trainer.plugins["progress"]
+
+
+def make_trainer(output: io.StringIO, training_data=None, **options) -> Trainer:
+    epochs_validated = []
+
+    def validate(batch):
+        return batch / 10 + len(epochs_validated)
+
+    trainer = Trainer(
+        training_data if training_data is not None else list(range(20)),
+        lambda batch: batch * 0.5 + 0.25,
+        validation_data=[1.0, 2.0, 3.0, 4.0],
+        validation_update_function=validate,
+        plugins={"progress": {"file": output, "disable": False, **options}},
+    )
+    trainer.add_event_handler(TrainingEvents.VALIDATION_COMPLETED, lambda t: epochs_validated.append(t.current_epoch))
+    return trainer
+
+
+def test_epoch_bars_show_counter_total_training_value_and_validation_mean():
+    output = io.StringIO()
+    trainer = make_trainer(output, refresh_every=1)
+    trainer.run(2)
+    lines = screen(output.getvalue())
+    # One line per epoch is left: the validation bars were cleared.
+    assert len(lines) == 2, lines
+    for epoch, line in enumerate(lines, start=1):
+        assert line.startswith(f"Epoch {epoch}/2: 100%"), line
+        assert "20/20" in line
+        # The last training output (batch 19 -> 9.75) and this epoch's validation mean.
+        assert f"train=9.75, val={trainer.validation_history.run_mean(epoch - 1):.4g}]" in line
+    assert "val=0.25]" in lines[0] and "val=1.25]" in lines[1]
+    assert "Validation:" in output.getvalue()  # it was shown while validating
+
+
+def test_tuple_and_dict_outputs_are_shown_per_item():
+    output = io.StringIO()
+    trainer = Trainer(
+        [1.0, 2.0, 3.0],
+        lambda batch: {"loss": batch, "accuracy": batch / 4},
+        validation_data=[2.0],
+        validation_update_function=lambda batch: (batch, batch * 3),
+        plugins={"progress": {"file": output, "disable": False}},
+    )
+    trainer.run(1)
+    (line,) = screen(output.getvalue())
+    assert line.endswith("train/loss=3, train/accuracy=0.75, val/0=2, val/1=6]"), line
+
+
+class CountingDict(dict):
+    """An output that counts how often its numbers are read (a dict subclass is stored as is)."""
+
+    reads = 0
+
+    def items(self):
+        CountingDict.reads += 1
+        return super().items()
+
+
+def fake_clock(monkeypatch, seconds_per_call: float) -> None:
+    """Make the plugin's clock advance by ``seconds_per_call`` each time it is read, so that
+    the strides do not depend on this machine's speed."""
+    ticks = itertools.count(0.0, seconds_per_call)
+    monkeypatch.setattr(ignite_progress, "_clock", lambda: next(ticks))
+
+
+def counting_trainer(output: io.StringIO, refresh_every: int, positions: list[int]) -> Trainer:
+    trainer = Trainer(
+        list(range(20)),
+        lambda batch: CountingDict(loss=float(batch)),
+        plugins={"progress": {"file": output, "disable": False, "refresh_every": refresh_every}},
+    )
+    # Plugin hooks run after handlers at COMPLETED events: look at the bar when the next
+    # iteration starts, and before the epoch's end brings it up to date.
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: positions.append(plugin_of(t)._training.bar.n)
+    )
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: positions.append(plugin_of(t)._training.bar.n)
+    )
+    return trainer
+
+
+def test_fast_iterations_advance_the_bar_every_refresh_every_and_read_the_output_rarely(monkeypatch):
+    fake_clock(monkeypatch, 1e-6)  # 1 us a clock reading: refresh_every iterations take far less than 0.1 s
+    CountingDict.reads = 0
+    positions: list[int] = []
+    output = io.StringIO()
+    trainer = counting_trainer(output, 5, positions)
+    trainer.run(1)
+    # The first iteration measures the rate; then every 5th.
+    assert positions == [0, 1, 1, 1, 1, 1, 6, 6, 6, 6, 6, 11, 11, 11, 11, 11, 16, 16, 16, 16, 16]
+    # The output is read at the first stride, then not again within 0.1 s; and at the epoch's end.
+    assert CountingDict.reads == 1 + 1
+    (line,) = screen(output.getvalue())
+    assert line.startswith("Epoch 1/1: 100%") and "20/20" in line and line.endswith("train/loss=19]"), line
+
+
+def test_slow_iterations_advance_the_bar_and_read_the_output_every_iteration(monkeypatch):
+    fake_clock(monkeypatch, 1.0)  # 1 s an iteration
+    CountingDict.reads = 0
+    positions: list[int] = []
+    trainer = counting_trainer(io.StringIO(), 5, positions)
+    trainer.run(1)
+    assert positions == list(range(21))
+    assert CountingDict.reads == 20 + 1
+
+
+class Unsized:
+    """Re-iterable batches without a length, like a DataLoader over an IterableDataset."""
+
+    def __iter__(self):
+        return iter([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def test_data_without_a_length_gets_a_bar_without_a_total():
+    output = io.StringIO()
+    trainer = make_trainer(output, training_data=Unsized())
+    trainer.run(1)
+    (line,) = screen(output.getvalue())
+    assert line.startswith("Epoch 1/1: 5it "), line
+    assert "%" not in line
+
+
+def test_not_a_terminal_and_disable_none_writes_nothing():
+    output = io.StringIO()  # isatty() is False
+    seen_bars = []
+    trainer = make_trainer(output, disable=None)
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: seen_bars.append(plugin_of(t)._training)
+    )
+    trainer.run(2)
+    assert output.getvalue() == ""
+    assert seen_bars == [None] * 40  # no bar object is even kept: iterations return at once
+
+
+def test_disable_true_writes_nothing_even_to_a_terminal_like_file():
+    class TerminalLike(io.StringIO):
+        def isatty(self):
+            return True
+
+    drawn, silenced = TerminalLike(), TerminalLike()
+    make_trainer(drawn, disable=None).run(1)
+    make_trainer(silenced, disable=True).run(1)
+    assert "Epoch 1/1" in drawn.getvalue()
+    assert silenced.getvalue() == ""
+
+
+def test_leave_false_clears_the_epoch_bars():
+    output = io.StringIO()
+    make_trainer(output, leave=False).run(2)
+    assert "Epoch 2/2" in output.getvalue()
+    assert screen(output.getvalue()) == []
+
+
+def test_bars_are_closed_when_training_raises():
+    from tqdm import tqdm
+
+    output = io.StringIO()
+    trainer = make_trainer(output)
+
+    def fail_in_validation(t):
+        raise RuntimeError("validation broke")
+
+    trainer.add_event_handler(TrainingEvents.VALIDATION_ITERATION_COMPLETED, fail_in_validation)
+    open_bars = []
+    trainer.add_event_handler(
+        TrainingEvents.VALIDATION_ITERATION_STARTED, lambda t: open_bars.append(len(tqdm._instances))
+    )
+    with pytest.raises(RuntimeError, match="validation broke"):
+        trainer.run(1)
+    assert open_bars == [2]  # the epoch's bar and the validation bar were open
+    assert len(tqdm._instances) == 0
+    assert plugin_of(trainer)._training is None and plugin_of(trainer)._validation is None
+    assert output.getvalue().endswith("\n")  # the traceback starts on a line of its own
+
+
+def test_terminate_leaves_no_bar_open():
+    from tqdm import tqdm
+
+    output = io.StringIO()
+    trainer = make_trainer(output)
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 7 else None
+    )
+    trainer.run(3)
+    assert len(tqdm._instances) == 0
+    (line,) = screen(output.getvalue())
+    assert "7/20" in line and "val=" not in line  # validation was skipped
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"refresh_every": 0}, ValueError, "refresh_every must be a positive int"),
+        ({"refresh_every": 2.5}, TypeError, "refresh_every must be a positive int"),
+        ({"refresh_every": True}, TypeError, "refresh_every must be a positive int"),
+        ({"disable": "yes"}, TypeError, "disable must be None, True or False"),
+        ({"leave": 1}, TypeError, "leave must be True or False"),
+        ({"file": "out.txt"}, TypeError, "file must be a text stream"),
+    ],
+)
+def test_options_are_checked(options, error, message):
+    with pytest.raises(error, match=message):
+        ProgressBar(**options)
+
+
+def test_a_bad_option_through_the_trainer_names_the_plugin():
+    with pytest.raises(PluginError, match=r"'progress'.*refresh_every must be a positive int"):
+        Trainer([1.0], lambda batch: batch, plugins={"progress": {"refresh_every": -1}})
+
+
+def test_importing_and_constructing_needs_no_tqdm():
+    # torch itself imports tqdm when it is there (torch.hub), so block it: the plugin must import
+    # it only when a bar opens, as `ignite plugins` imports and constructs every plugin.
+    code = (
+        "import sys; sys.modules['tqdm'] = None\n"
+        "import ignite_progress; ignite_progress.ProgressBar(disable=False); print('constructed')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "constructed", result.stderr
+
+
+# -- a real pseudo-terminal --------------------------------------------------------------------
+
+PTY_SCRIPT = textwrap.dedent(
+    """
+    import logging
+    from ignite import Trainer
+
+    logging.getLogger("ignite").addHandler(logging.StreamHandler())  # as our README shows
+    logging.getLogger("ignite").setLevel(logging.INFO)
+    trainer = Trainer(
+        list(range(30)),
+        lambda batch: batch * 0.5,
+        validation_data=[1.0, 2.0, 3.0],
+        validation_update_function=lambda batch: batch / 4 + trainer.current_epoch,
+    )
+    assert "progress" in trainer.plugins, "autoload should have activated the progress plugin"
+    trainer.run(3)
+    """
+)
+
+
+def run_in_pty(script: str, env: dict[str, str]) -> str:
+    """Run ``script`` with stdin, stdout and stderr on a pseudo-terminal; what it printed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script], stdin=secondary, stdout=secondary, stderr=secondary, env=env
+        )
+    finally:
+        os.close(secondary)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(primary)
+        returncode = process.wait(timeout=60)
+    text = b"".join(chunks).decode()
+    assert returncode == 0, text
+    return text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_on_a_real_terminal_with_default_options_one_line_per_epoch_and_log_lines_apart(tmp_path):
+    env = dict(os.environ)
+    env.pop(DISABLE_AUTOLOAD_ENV, None)  # autoload, with default options
+    env[DISABLE_PLUGINS_ENV] = ",".join(name for name in installed_plugin_names() if name != "progress")
+    text = run_in_pty(PTY_SCRIPT, env)
+    assert "\x1b[A" in text and "Validation:" in text  # a validation bar was drawn under the epoch's
+    lines = [line for line in screen(text) if not line.startswith("Active plugins:")]
+    bars = [line for line in lines if re.match(r"Epoch \d/3: 100%", line)]
+    logged = [line for line in lines if re.fullmatch(r"Epoch \d/3: 30 iterations, .*", line)]
+    # Exactly one bar line and one log line per epoch; no validation line is left behind.
+    assert len(bars) == 3 and len(logged) == 3 and len(lines) == 6, lines
+    for epoch, bar in enumerate(bars, start=1):
+        assert bar.startswith(f"Epoch {epoch}/3: 100%") and "30/30" in bar
+        assert bar.endswith(f"train=14.5, val={0.5 + epoch:.4g}]"), bar
+    assert not any("Validation" in line for line in lines)
+
+
+def test_an_epoch_resumed_inside_starts_its_bar_at_the_batches_done():
+    states = []
+    first = make_trainer(io.StringIO())
+
+    def checkpoint_and_stop(trainer):
+        if trainer.current_iteration == 7:
+            states.append(trainer.state_dict())
+            trainer.terminate()
+
+    first.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, checkpoint_and_stop)
+    first.run(2)
+    output = io.StringIO()
+    resumed = make_trainer(output)
+    resumed.load_state_dict(states[0])
+    resumed.run(2)
+    text = output.getvalue()
+    assert text.startswith("\rEpoch 1/2:  35%|"), text[:80]
+    assert " 7/20 " in text.split("\r")[1]
+    lines = screen(text)
+    assert len(lines) == 2 and all("20/20" in line for line in lines), lines
