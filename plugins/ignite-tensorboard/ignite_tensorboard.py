@@ -36,10 +36,9 @@ __all__ = ["TensorBoardLogger"]
 
 logger = logging.getLogger("ignite.tensorboard")
 
-#: One logged value costs ~35-45 us of CPU even handed to the writer in batches (see
-#: ``_EMIT_BATCH``), an iteration not logged ~0.06 us; a 64-32-10 MLP's SGD step ~105 us.
-#: Every 100 iterations costs ~0.4-0.5 us per iteration, under 1% of that step with a margin
-#: for noise and for outputs of two or three numbers (the README gives the measurement).
+#: One logged number costs ~37-50 us of CPU even handed to the writer in batches (see
+#: ``_EMIT_BATCH``), an iteration not logged ~0.27 us; a 64-32-10 MLP's SGD step ~105 us. Every
+#: 100 iterations that is ~0.6-0.7% of such a step; every 50 already ~1-1.2% (see the README).
 DEFAULT_LOG_EVERY = 100
 
 #: Iteration values are kept in a list and handed to SummaryWriter this many at a time (and at
