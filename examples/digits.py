@@ -25,7 +25,6 @@ examples/custom_plugin for the in-house csv_logger plugin).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -201,15 +200,6 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
     return options
 
 
-def log_above_progress_bars() -> contextlib.AbstractContextManager[Any]:
-    """While a tqdm bar is on screen, print log lines above it instead of through it."""
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-    except ImportError:  # no tqdm, no progress bars
-        return contextlib.nullcontext()
-    return logging_redirect_tqdm()
-
-
 # -- the run -----------------------------------------------------------------------------
 
 
@@ -271,8 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, log_accuracy)
 
     start = time.perf_counter()
-    with log_above_progress_bars():
-        trainer.run(max_epochs=args.epochs)
+    trainer.run(max_epochs=args.epochs)
     seconds = time.perf_counter() - start
 
     # Every epoch's results, from the validation history (restored from the checkpoint on --resume).
