@@ -38,7 +38,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -58,7 +59,9 @@ class Indexed(Dataset):
     def __init__(self, size: int = 64) -> None:
         generator = torch.Generator().manual_seed(1234)
         self.x = torch.randn(size, 4, generator=generator)
-        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.1 * torch.randn(size, 1, generator=generator)
+        self.y = self.x @ torch.tensor(
+            [[1.0], [-2.0], [0.5], [0.0]]
+        ) + 0.1 * torch.randn(size, 1, generator=generator)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -72,18 +75,25 @@ def ddp_setup(lr: float = 0.05, momentum: float = 0.0, rank_seed: int | None = N
     a loader that shards and shuffles the data with a DistributedSampler. With ``rank_seed``,
     the global RNG is then seeded differently on each rank (as for per-rank dropout)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    )
     ddp = DistributedDataParallel(model)
     if rank_seed is not None:
         torch.manual_seed(rank_seed + dist.get_rank())
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr, momentum=momentum)
     dataset = Indexed()
-    loader = DataLoader(dataset, batch_size=4, sampler=DistributedSampler(dataset, shuffle=True, seed=7))
+    loader = DataLoader(
+        dataset, batch_size=4, sampler=DistributedSampler(dataset, shuffle=True, seed=7)
+    )
     return ddp, optimizer, loader
 
 
 def make_update(
-    ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, seen: list | None = None, draws: list | None = None
+    ddp: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    seen: list | None = None,
+    draws: list | None = None,
 ) -> Callable:
     def update(batch: Any) -> float:
         indices, x, y = batch
@@ -113,20 +123,31 @@ def counters(trainer: Trainer) -> dict[str, Any]:
     return {
         "epoch": trainer.current_epoch,
         "iteration": trainer.current_iteration,
-        "training_runs": [len(trainer.training_history.run(i)) for i in range(trainer.training_history.num_runs)],
+        "training_runs": [
+            len(trainer.training_history.run(i))
+            for i in range(trainer.training_history.num_runs)
+        ],
         "validation_runs": [
-            len(trainer.validation_history.run(i)) for i in range(trainer.validation_history.num_runs)
+            len(trainer.validation_history.run(i))
+            for i in range(trainer.validation_history.num_runs)
         ],
     }
 
 
 def save_parameters(module: torch.nn.Module, path: str) -> None:
-    torch.save({name: tensor.detach().clone() for name, tensor in module.state_dict().items()}, path)
+    torch.save(
+        {name: tensor.detach().clone() for name, tensor in module.state_dict().items()},
+        path,
+    )
 
 
 def flat_parameters(module: torch.nn.Module) -> list[float]:
     """Every parameter as Python floats (JSON round-trips them exactly)."""
-    return [value for tensor in module.state_dict().values() for value in tensor.flatten().tolist()]
+    return [
+        value
+        for tensor in module.state_dict().values()
+        for value in tensor.flatten().tolist()
+    ]
 
 
 # -- cases ----------------------------------------------------------------------------------
@@ -141,7 +162,9 @@ def case_ddp(rank: int, out: str) -> dict:
 
     keep = Keep(level=logging.DEBUG)
     logger = logging.getLogger("ignite")
-    logger.setLevel(logging.INFO)  # asked for on every rank: the trainer keeps ranks > 0 at WARNING
+    logger.setLevel(
+        logging.INFO
+    )  # asked for on every rank: the trainer keeps ranks > 0 at WARNING
     logger.addHandler(keep)
     ddp, optimizer, loader = ddp_setup()
     save_parameters(ddp.module, os.path.join(out, f"ddp_initial_rank{rank}.pt"))
@@ -152,7 +175,9 @@ def case_ddp(rank: int, out: str) -> dict:
         by_epoch[trainer.current_epoch] = [index for batch in seen for index in batch]
         seen.clear()
 
-    trainer = Trainer(loader, make_update(ddp, optimizer, seen), loader, validate_with(ddp))
+    trainer = Trainer(
+        loader, make_update(ddp, optimizer, seen), loader, validate_with(ddp)
+    )
     trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_COMPLETED, note_epoch)
     trainer.run(max_epochs=3)
     logger.removeHandler(keep)
@@ -165,40 +190,61 @@ def case_ddp(rank: int, out: str) -> dict:
     }
 
 
-def _terminating_run(rank: int, event: TrainingEvents, when: Callable[[Trainer], bool], max_epochs: int = 4) -> dict:
+def _terminating_run(
+    rank: int,
+    event: TrainingEvents,
+    when: Callable[[Trainer], bool],
+    max_epochs: int = 4,
+) -> dict:
     ddp, optimizer, loader = ddp_setup()
     trainer = Trainer(loader, make_update(ddp, optimizer), loader, validate_with(ddp))
     called_at: list = []
 
     def stop(trainer: Trainer) -> None:
         if when(trainer):
-            called_at.append({"iteration": trainer.current_iteration, "epoch": trainer.current_epoch})
+            called_at.append(
+                {"iteration": trainer.current_iteration, "epoch": trainer.current_epoch}
+            )
             trainer.terminate()
 
     trainer.add_event_handler(event, stop)
     trainer.run(max_epochs=max_epochs)
-    return {**counters(trainer), "called_at": called_at, "parameters": flat_parameters(ddp.module)}
+    return {
+        **counters(trainer),
+        "called_at": called_at,
+        "parameters": flat_parameters(ddp.module),
+    }
 
 
 def case_terminate_iteration(rank: int, out: str) -> dict:
     completed = TrainingEvents.TRAINING_ITERATION_COMPLETED
     return {
-        "mid_epoch": _terminating_run(rank, completed, lambda t: rank == 1 and t.current_iteration == 5),
+        "mid_epoch": _terminating_run(
+            rank, completed, lambda t: rank == 1 and t.current_iteration == 5
+        ),
         "last_of_epoch": _terminating_run(
-            rank, completed, lambda t: rank == 1 and t.current_iteration == BATCHES_PER_EPOCH
+            rank,
+            completed,
+            lambda t: rank == 1 and t.current_iteration == BATCHES_PER_EPOCH,
         ),
     }
 
 
 def case_terminate_epoch(rank: int, out: str) -> dict:
-    return _terminating_run(rank, TrainingEvents.EPOCH_COMPLETED, lambda t: rank == 0 and t.current_epoch == 2)
+    return _terminating_run(
+        rank,
+        TrainingEvents.EPOCH_COMPLETED,
+        lambda t: rank == 0 and t.current_epoch == 2,
+    )
 
 
 def case_terminate_validation(rank: int, out: str) -> dict:
     return _terminating_run(
         rank,
         TrainingEvents.VALIDATION_ITERATION_COMPLETED,
-        lambda t: rank == 1 and t.current_epoch == 2 and len(t.validation_history.run()) == 2,
+        lambda t: (
+            rank == 1 and t.current_epoch == 2 and len(t.validation_history.run()) == 2
+        ),
     )
 
 
@@ -226,7 +272,11 @@ def case_early_stopping(rank: int, out: str) -> dict:
     )
     trainer.run(max_epochs=10)
     plugin = trainer.plugins["early_stopping"]
-    return {**counters(trainer), "best_score": plugin.best_score, "best_epoch": plugin.best_epoch}
+    return {
+        **counters(trainer),
+        "best_score": plugin.best_score,
+        "best_epoch": plugin.best_epoch,
+    }
 
 
 def case_tensorboard(rank: int, out: str) -> dict:
@@ -244,17 +294,29 @@ def case_tensorboard(rank: int, out: str) -> dict:
         make_update(ddp, optimizer),
         validation,
         validate,
-        plugins={"tensorboard": {"log_dir": os.path.join(out, f"tb_rank{rank}"), "log_every": 1}},
+        plugins={
+            "tensorboard": {
+                "log_dir": os.path.join(out, f"tb_rank{rank}"),
+                "log_every": 1,
+            }
+        },
     )
     reduced: list[dict] = []
     trainer.add_event_handler(
-        TrainingEvents.EPOCH_COMPLETED, lambda t: reduced.append(monitor.epoch_means(t, validation=True))
+        TrainingEvents.EPOCH_COMPLETED,
+        lambda t: reduced.append(monitor.epoch_means(t, validation=True)),
     )
     trainer.run(max_epochs=2)
     return {
         **counters(trainer),
-        "validation": [trainer.validation_history.run(i) for i in range(trainer.validation_history.num_runs)],
-        "training": [trainer.training_history.run(i) for i in range(trainer.training_history.num_runs)],
+        "validation": [
+            trainer.validation_history.run(i)
+            for i in range(trainer.validation_history.num_runs)
+        ],
+        "training": [
+            trainer.training_history.run(i)
+            for i in range(trainer.training_history.num_runs)
+        ],
         "reduced_validation_means": reduced,
     }
 
@@ -267,7 +329,13 @@ def _checkpoint_run(rank: int, plugins: dict | None) -> tuple[Trainer, Any, Any,
         plugins["checkpoint"]["objects"] = {"model": ddp.module, "optimizer": optimizer}
     record: dict = {"means": [], "draws": {}}
     draws: list = []
-    trainer = Trainer(loader, make_update(ddp, optimizer, draws=draws), loader, validate_with(ddp), plugins=plugins)
+    trainer = Trainer(
+        loader,
+        make_update(ddp, optimizer, draws=draws),
+        loader,
+        validate_with(ddp),
+        plugins=plugins,
+    )
 
     def note(trainer: Trainer) -> None:
         record["means"].append([trainer.current_epoch, monitor.epoch_means(trainer)])
@@ -286,7 +354,13 @@ def case_checkpoint_full(rank: int, out: str) -> dict:
 
 
 def _checkpoint_options(out: str, resume: bool) -> dict:
-    return {"checkpoint": {"dirname": os.path.join(out, "checkpoints"), "every_iterations": 3, "resume": resume}}
+    return {
+        "checkpoint": {
+            "dirname": os.path.join(out, "checkpoints"),
+            "every_iterations": 3,
+            "resume": resume,
+        }
+    }
 
 
 def case_checkpoint_crash(rank: int, out: str) -> dict:
@@ -302,9 +376,13 @@ def case_checkpoint_crash(rank: int, out: str) -> dict:
 
 
 def case_checkpoint_resume(rank: int, out: str) -> dict:
-    trainer, ddp, _, record = _checkpoint_run(rank, _checkpoint_options(out, resume=True))
+    trainer, ddp, _, record = _checkpoint_run(
+        rank, _checkpoint_options(out, resume=True)
+    )
     started: list = []
-    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration)
+    )
     trainer.run(max_epochs=3)
     save_parameters(ddp.module, os.path.join(out, f"checkpoint_resume_rank{rank}.pt"))
     return {**counters(trainer), **record, "resumed_at_iteration": started}
@@ -319,7 +397,11 @@ def case_adhoc_resume(rank: int, out: str) -> dict:
 
     def save(trainer: Trainer) -> None:
         if trainer.current_iteration % 3 == 0 and rank == 0:
-            state = {"trainer": trainer.state_dict(), "model": ddp.module.state_dict(), "optimizer": optimizer.state_dict()}
+            state = {
+                "trainer": trainer.state_dict(),
+                "model": ddp.module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            }
             torch.save(state, path + ".tmp")
             os.replace(path + ".tmp", path)
 
@@ -348,7 +430,9 @@ def case_batch_sampler(rank: int, out: str) -> dict:
     """A DistributedSampler inside the DataLoader's batch_sampler (not its sampler)."""
     dataset = Indexed()
     sampler = DistributedSampler(dataset, shuffle=True, seed=7)
-    loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size=4, drop_last=False))
+    loader = DataLoader(
+        dataset, batch_sampler=BatchSampler(sampler, batch_size=4, drop_last=False)
+    )
     seen: dict = {}
     trainer: Trainer
 
@@ -367,7 +451,9 @@ def case_trainer_resources(rank: int, out: str) -> dict:
     def count(what: str) -> int:
         return len(os.listdir(f"/proc/self/{what}"))
 
-    Trainer([1.0, 2.0], lambda batch: batch).run(1)  # whatever a first trainer sets up once
+    Trainer([1.0, 2.0], lambda batch: batch).run(
+        1
+    )  # whatever a first trainer sets up once
     before = {"fd": count("fd"), "task": count("task")}
     for _ in range(10):
         Trainer([1.0, 2.0], lambda batch: batch).run(1)
@@ -377,10 +463,16 @@ def case_trainer_resources(rank: int, out: str) -> dict:
 
 def case_empty_validation_shard(rank: int, out: str) -> dict:
     """Rank 1's share of the validation data is empty (2 batches on rank 0, none on rank 1)."""
-    trainer = Trainer([1.0] * 4, lambda batch: batch, [1.0, 2.0] if rank == 0 else [], lambda batch: batch)
+    trainer = Trainer(
+        [1.0] * 4,
+        lambda batch: batch,
+        [1.0, 2.0] if rank == 0 else [],
+        lambda batch: batch,
+    )
     means: list = []
     trainer.add_event_handler(
-        TrainingEvents.EPOCH_COMPLETED, lambda t: means.append(monitor.epoch_means(t, validation=True))
+        TrainingEvents.EPOCH_COMPLETED,
+        lambda t: means.append(monitor.epoch_means(t, validation=True)),
     )
     trainer.run(max_epochs=2)
     return {**counters(trainer), "reduced_validation_means": means}
@@ -413,7 +505,11 @@ def case_crash_epoch(rank: int, out: str) -> dict:
     return counters(trainer)
 
 
-CASES = {name[len("case_") :]: function for name, function in globals().items() if name.startswith("case_")}
+CASES = {
+    name[len("case_") :]: function
+    for name, function in globals().items()
+    if name.startswith("case_")
+}
 
 
 def main() -> None:
