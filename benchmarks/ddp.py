@@ -49,9 +49,7 @@ def _free_port() -> int:
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--iterations",
         type=int,
@@ -70,9 +68,7 @@ def _arguments() -> argparse.Namespace:
         default=7,
         help="timed rounds (default 7) after one warm-up round",
     )
-    parser.add_argument(
-        "--no-plugins", action="store_true", help="skip the 'trainer + plugins' variant"
-    )
+    parser.add_argument("--no-plugins", action="store_true", help="skip the 'trainer + plugins' variant")
     parser.add_argument(
         "--only",
         metavar="NAMES",
@@ -156,9 +152,7 @@ def launch(arguments: argparse.Namespace) -> int:
     env.pop("IGNITE_DISABLE_PLUGINS", None)
     if os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"
-    with _visdom_server(
-        not (arguments.no_plugins or arguments.no_visdom_server)
-    ) as visdom_port:
+    with _visdom_server(not (arguments.no_plugins or arguments.no_visdom_server)) as visdom_port:
         if visdom_port is not None:
             env["BENCH_VISDOM_PORT"] = str(visdom_port)
         command = [
@@ -202,9 +196,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
     sampler = DistributedSampler(dataset, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10))
     ddp = DistributedDataParallel(model)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
     loss_function = torch.nn.functional.cross_entropy
@@ -229,9 +221,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
         trainer = Trainer(loader, update)
         return lambda: trainer.run(arguments.epochs)
 
-    scratch = tempfile.mkdtemp(
-        prefix=f"ignite-bench-ddp-rank{rank}-"
-    )  # tensorboard and checkpoint files
+    scratch = tempfile.mkdtemp(prefix=f"ignite-bench-ddp-rank{rank}-")  # tensorboard and checkpoint files
     installed = set(installed_plugin_names())
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the progress plugin's stream for every run; closed below
     visdom_port = os.environ.get("BENCH_VISDOM_PORT")
@@ -262,11 +252,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
             else False,
         }
         wanted = set(arguments.only.split(",")) if arguments.only else installed
-        return {
-            name: value if name in wanted else False
-            for name, value in options.items()
-            if name in installed
-        }
+        return {name: value if name in wanted else False for name, value in options.items() if name in installed}
 
     active_plugins: list[str] = []
 
@@ -368,53 +354,36 @@ def report(
     """Print (rank 0) the medians per variant and the ratios of interest."""
     rates = {name: [iterations / s for s in seconds[name]] for name in names}
     median = {name: statistics.median(rates[name]) for name in names}
-    cpu_ms = {
-        name: statistics.median(cpu_seconds[name]) / iterations * 1000 for name in names
-    }
+    cpu_ms = {name: statistics.median(cpu_seconds[name]) / iterations * 1000 for name in names}
     print(
         f"DDP, 2 ranks x 1 thread, gloo; MLP {HIDDEN}-{HIDDEN}-10, batch {BATCH}; {iterations} iterations per "
         f"rank per run ({arguments.epochs} epochs); median of {arguments.rounds} rounds; rank 0's clock"
     )
-    print(
-        f"{'variant':<22}{'median it/s':>12}{'min':>9}{'max':>9}{'wall ms/it':>11}{'CPU ms/it':>10}"
-    )
+    print(f"{'variant':<22}{'median it/s':>12}{'min':>9}{'max':>9}{'wall ms/it':>11}{'CPU ms/it':>10}")
     for name in names:
         print(
             f"{name:<22}{median[name]:>12.1f}{min(rates[name]):>9.1f}{max(rates[name]):>9.1f}"
             f"{1000 / median[name]:>11.3f}{cpu_ms[name]:>10.3f}"
         )
-    pairs = [
-        (name, "hand loop")
-        for name in names
-        if name not in ("hand loop", "trainer + plugins")
-    ]
+    pairs = [(name, "hand loop") for name in names if name not in ("hand loop", "trainer + plugins")]
     if "trainer + plugins" in names:
         pairs.append(("trainer + plugins", "trainer"))
     ratios: dict[str, dict[str, float]] = {}
-    print(
-        f"{'throughput ratio':<36}{'of medians':>11}{'per round':>11}{'CPU time':>10}"
-    )
+    print(f"{'throughput ratio':<36}{'of medians':>11}{'per round':>11}{'CPU time':>10}")
     for name, base in pairs:
         label = f"{name} / {base}"
         ratios[label] = {
             "of_medians": median[name] / median[base],
             # The variants of one round ran back to back: the median of per-round ratios is
             # less sensitive to load that drifts over the whole benchmark.
-            "per_round": statistics.median(
-                a / b for a, b in zip(rates[name], rates[base])
-            ),
+            "per_round": statistics.median(a / b for a, b in zip(rates[name], rates[base])),
             # CPU time per iteration, base over variant: > 1 would mean the variant works less.
             "cpu": cpu_ms[base] / cpu_ms[name],
         }
         values = ratios[label]
-        print(
-            f"{label:<36}{values['of_medians']:>11.3f}{values['per_round']:>11.3f}{values['cpu']:>10.3f}"
-        )
+        print(f"{label:<36}{values['of_medians']:>11.3f}{values['per_round']:>11.3f}{values['cpu']:>10.3f}")
     if active_plugins:
-        print(
-            f"active plugins: {', '.join(active_plugins)}"
-            + ("" if visdom_server else " (no visdom server)")
-        )
+        print(f"active plugins: {', '.join(active_plugins)}" + ("" if visdom_server else " (no visdom server)"))
     if arguments.json:
         with open(arguments.json, "w") as file:
             json.dump(

@@ -60,18 +60,14 @@ def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
             "TORCHELASTIC_RUN_ID",
         )
     }
-    env.update(
-        IGNITE_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"
-    )
+    env.update(IGNITE_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     if os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # collectives over loopback only
     env.update(extra or {})
     return env
 
 
-def torchrun(
-    out: Path, *cases: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
+def torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the worker's ``cases`` on 2 ranks; stdout and stderr of the agent and both ranks."""
     for _ in range(3):
         command = [
@@ -114,14 +110,10 @@ def load(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)
 
 
-def assert_bitwise_equal(
-    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
-) -> None:
+def assert_bitwise_equal(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
     assert first.keys() == second.keys()
     for name, tensor in first.items():
-        assert torch.equal(tensor, second[name]), (
-            f"{name} differs: max |diff| {(tensor - second[name]).abs().max()}"
-        )
+        assert torch.equal(tensor, second[name]), f"{name} differs: max |diff| {(tensor - second[name]).abs().max()}"
 
 
 MAIN_CASES = [
@@ -153,9 +145,7 @@ def test_ddp_ends_with_bitwise_equal_parameters_on_both_ranks(main_run: Path) ->
     final = [load(main_run / f"ddp_final_rank{rank}.pt") for rank in RANKS]
     assert_bitwise_equal(final[0], final[1])
     initial = load(main_run / "ddp_initial_rank0.pt")
-    assert any(not torch.equal(initial[name], final[0][name]) for name in initial), (
-        "the model did not train"
-    )
+    assert any(not torch.equal(initial[name], final[0][name]) for name in initial), "the model did not train"
     for result in read(main_run, "ddp"):
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
 
@@ -165,9 +155,7 @@ def test_sampler_epoch_advances_and_ranks_see_disjoint_shards(main_run: Path) ->
     for epoch in ("1", "2", "3"):
         shards = [set(result["indices"][epoch]) for result in results]
         assert all(len(result["indices"][epoch]) == 32 for result in results)
-        assert not shards[0] & shards[1], (
-            f"epoch {epoch}: both ranks saw {sorted(shards[0] & shards[1])}"
-        )
+        assert not shards[0] & shards[1], f"epoch {epoch}: both ranks saw {sorted(shards[0] & shards[1])}"
         assert shards[0] | shards[1] == set(range(64))
     for result in results:
         orders = [result["indices"][epoch] for epoch in ("1", "2", "3")]
@@ -178,12 +166,8 @@ def test_sampler_epoch_advances_and_ranks_see_disjoint_shards(main_run: Path) ->
 
 def test_only_rank_0_logs_progress(main_run: Path) -> None:
     rank0, rank1 = read(main_run, "ddp")
-    assert any(line.startswith("INFO ignite Epoch 3/3") for line in rank0["logs"]), (
-        rank0["logs"]
-    )
-    assert (
-        rank1["logs"] == []
-    )  # both asked for INFO; the trainer keeps ranks > 0 at WARNING
+    assert any(line.startswith("INFO ignite Epoch 3/3") for line in rank0["logs"]), rank0["logs"]
+    assert rank1["logs"] == []  # both asked for INFO; the trainer keeps ranks > 0 at WARNING
     assert rank0["ignite_logger_level"] == 20 and rank1["ignite_logger_level"] == 30
 
 
@@ -208,12 +192,8 @@ def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(
         # The documented rule: a stop asked for in iteration k takes effect after k + 1.
         assert result["mid_epoch"]["iteration"] == 6
         assert result["mid_epoch"]["training_runs"] == [6]
-        assert (
-            result["mid_epoch"]["validation_runs"] == []
-        )  # stopped inside training: no validation
-    assert (
-        results[0]["mid_epoch"]["parameters"] == results[1]["mid_epoch"]["parameters"]
-    )
+        assert result["mid_epoch"]["validation_runs"] == []  # stopped inside training: no validation
+    assert results[0]["mid_epoch"]["parameters"] == results[1]["mid_epoch"]["parameters"]
 
 
 def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(
@@ -223,20 +203,14 @@ def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validatio
     for result in results:
         assert result["last_of_epoch"]["iteration"] == BATCHES_PER_EPOCH
         assert result["last_of_epoch"]["validation_runs"] == []
-    assert (
-        results[0]["last_of_epoch"]["parameters"]
-        == results[1]["last_of_epoch"]["parameters"]
-    )
+    assert results[0]["last_of_epoch"]["parameters"] == results[1]["last_of_epoch"]["parameters"]
 
 
 def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(
     main_run: Path,
 ) -> None:
     results = read(main_run, "terminate_epoch")
-    assert (
-        results[0]["called_at"] == [{"iteration": 16, "epoch": 2}]
-        and results[1]["called_at"] == []
-    )
+    assert results[0]["called_at"] == [{"iteration": 16, "epoch": 2}] and results[1]["called_at"] == []
     for result in results:
         assert (result["epoch"], result["iteration"]) == (2, 2 * BATCHES_PER_EPOCH)
         assert result["training_runs"] == [8, 8] and result["validation_runs"] == [8, 8]
@@ -247,10 +221,7 @@ def test_terminate_in_validation_on_one_rank_stops_both_at_the_end_of_that_valid
     main_run: Path,
 ) -> None:
     results = read(main_run, "terminate_validation")
-    assert (
-        results[1]["called_at"] == [{"iteration": 16, "epoch": 2}]
-        and results[0]["called_at"] == []
-    )
+    assert results[1]["called_at"] == [{"iteration": 16, "epoch": 2}] and results[0]["called_at"] == []
     for result in results:
         assert (result["epoch"], result["iteration"]) == (2, 2 * BATCHES_PER_EPOCH)
         assert result["validation_runs"] == [
@@ -292,10 +263,7 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert not (main_run / "tb_rank1").exists()
-    assert any(
-        path.name.startswith("events.out.tfevents")
-        for path in (main_run / "tb_rank0").iterdir()
-    )
+    assert any(path.name.startswith("events.out.tfevents") for path in (main_run / "tb_rank0").iterdir())
     accumulator = EventAccumulator(str(main_run / "tb_rank0"))
     accumulator.Reload()
     results = read(main_run, "tensorboard")
@@ -307,11 +275,7 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(
         assert [event.step for event in events] == [1, 2]
         for event in events:
             # Batch-weighted over both ranks: all batches of the epoch, whichever rank ran them.
-            values = [
-                value
-                for result in results
-                for value in result[runs_key][event.step - 1]
-            ]
+            values = [value for result in results for value in result[runs_key][event.step - 1]]
             assert event.value == pytest.approx(sum(values) / len(values), rel=1e-6)
     validation = accumulator.Scalars("validation/mean")
     # Rank 0 ran 2 batches (10, 11 in epoch 1), rank 1 three (110, 111, 112): 354 / 5, not
@@ -349,9 +313,7 @@ def checkpoint_runs(main_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("checkpoint")
     crashed = torchrun(out, "checkpoint_crash")
     assert crashed.returncode != 0, output_of(crashed)
-    assert not list(out.glob("checkpoint_crash_rank*.json")), (
-        "the run was to die at iteration 11"
-    )
+    assert not list(out.glob("checkpoint_crash_rank*.json")), "the run was to die at iteration 11"
     resumed = torchrun(out, "checkpoint_resume")
     assert resumed.returncode == 0, output_of(resumed)
     return out
@@ -362,39 +324,28 @@ def test_checkpoint_plugin_resume_after_a_crash_gives_the_uninterrupted_weights(
 ) -> None:
     full = load(main_run / "checkpoint_full_rank0.pt")
     for rank, result in zip(RANKS, read(checkpoint_runs, "checkpoint_resume")):
-        assert result["resumed_at_iteration"] == [
-            9
-        ]  # the newest checkpoint before the crash at 11
+        # Saves at 3, 6, 9; the crash at 11. The plugin writes in the background, one file at a
+        # time, so the save of 9 may still be in flight at the crash: then 6 is the newest.
+        assert result["resumed_at_iteration"] in ([6], [9])
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
-        assert_bitwise_equal(
-            full, load(checkpoint_runs / f"checkpoint_resume_rank{rank}.pt")
-        )
+        assert_bitwise_equal(full, load(checkpoint_runs / f"checkpoint_resume_rank{rank}.pt"))
     written = sorted(path.name for path in (checkpoint_runs / "checkpoints").iterdir())
     # Rank 0 alone wrote, and finished every file: no temporary file is left, the newest is the end.
-    assert written and all(
-        name.startswith("checkpoint_e") and name.endswith(".pt") for name in written
-    ), written
+    assert written and all(name.startswith("checkpoint_e") and name.endswith(".pt") for name in written), written
     assert written[-1] == f"checkpoint_e0003_i{3 * BATCHES_PER_EPOCH:08d}.pt"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint plugin: only rank 0's Trainer.state_dict() is saved and every rank loads it, so after a "
-    "resume rank 1 has rank 0's training history (wrong reduced epoch means) and rank 0's RNG stream",
-)
-def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(
-    main_run: Path, checkpoint_runs: Path
-) -> None:
+def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(main_run: Path, checkpoint_runs: Path) -> None:
+    # Each rank resumes its own Trainer.state_dict(): its histories (the reduced means of the
+    # resumed epoch cover every rank's own batches) and its RNG streams (per-rank dropout).
     full = read(main_run, "checkpoint_full")
     resumed = read(checkpoint_runs, "checkpoint_resume")
-    assert (
-        full[0]["draws"]["2"] != full[1]["draws"]["2"]
-    )  # the ranks draw different numbers
+    assert full[0]["draws"]["3"] != full[1]["draws"]["3"]  # the ranks draw different numbers
     for rank in RANKS:
-        # Epoch 2 was resumed after its first batch: its reduced mean covers both ranks' batches.
-        assert resumed[rank]["means"] == [
-            mean for mean in full[rank]["means"] if mean[0] >= 2
-        ]
+        # Resumed mid-epoch (after batch 6 of epoch 1 or batch 1 of epoch 2): from that epoch on,
+        # the means and the random draws are those of the uninterrupted run.
+        first_epoch = (resumed[rank]["resumed_at_iteration"][0] - 1) // BATCHES_PER_EPOCH + 1
+        assert resumed[rank]["means"] == [mean for mean in full[rank]["means"] if mean[0] >= first_epoch]
         assert resumed[rank]["draws"]["3"] == full[rank]["draws"]["3"]
 
 
@@ -410,9 +361,7 @@ def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(
         ("crash_epoch", "rank 0 fails in an EPOCH_COMPLETED handler at epoch 2"),
     ],
 )
-def test_an_exception_on_one_rank_ends_the_job_with_its_message(
-    tmp_path: Path, case: str, message: str
-) -> None:
+def test_an_exception_on_one_rank_ends_the_job_with_its_message(tmp_path: Path, case: str, message: str) -> None:
     # The guard is the subprocess timeout: a rank left waiting in a collective would hang
     # until gloo's 30-minute default and fail this test with TimeoutExpired.
     result = torchrun(tmp_path, case)
@@ -430,9 +379,7 @@ def test_an_empty_validation_shard_on_one_rank_reduces_instead_of_hanging(
 ) -> None:
     # Before the fix, the rank without batches skipped the reduction and the other waited in it
     # forever; the short collective timeout turns such a hang into a failure within seconds.
-    result = torchrun(
-        tmp_path, "empty_validation_shard", env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "10"}
-    )
+    result = torchrun(tmp_path, "empty_validation_shard", env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "10"})
     assert result.returncode == 0, output_of(result)
     for result in read(tmp_path, "empty_validation_shard"):
         assert result["validation_runs"] in ([2, 2], [0, 0])
@@ -454,11 +401,7 @@ def test_more_trainers_do_not_leak_process_groups(main_run: Path) -> None:
 def test_worker_cases_are_all_exercised() -> None:
     """Keeps this file and the worker in step: every case of the worker is launched by a test."""
     source = WORKER.read_text()
-    cases = {
-        line.split("(")[0][len("def case_") :]
-        for line in source.splitlines()
-        if line.startswith("def case_")
-    }
+    cases = {line.split("(")[0][len("def case_") :] for line in source.splitlines() if line.startswith("def case_")}
     launched = {
         *MAIN_CASES,
         *("early_stopping", "tensorboard", "checkpoint_crash", "checkpoint_resume"),

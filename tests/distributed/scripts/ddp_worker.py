@@ -59,9 +59,7 @@ class Indexed(Dataset):
     def __init__(self, size: int = 64) -> None:
         generator = torch.Generator().manual_seed(1234)
         self.x = torch.randn(size, 4, generator=generator)
-        self.y = self.x @ torch.tensor(
-            [[1.0], [-2.0], [0.5], [0.0]]
-        ) + 0.1 * torch.randn(size, 1, generator=generator)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.1 * torch.randn(size, 1, generator=generator)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -75,17 +73,13 @@ def ddp_setup(lr: float = 0.05, momentum: float = 0.0, rank_seed: int | None = N
     a loader that shards and shuffles the data with a DistributedSampler. With ``rank_seed``,
     the global RNG is then seeded differently on each rank (as for per-rank dropout)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     ddp = DistributedDataParallel(model)
     if rank_seed is not None:
         torch.manual_seed(rank_seed + dist.get_rank())
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr, momentum=momentum)
     dataset = Indexed()
-    loader = DataLoader(
-        dataset, batch_size=4, sampler=DistributedSampler(dataset, shuffle=True, seed=7)
-    )
+    loader = DataLoader(dataset, batch_size=4, sampler=DistributedSampler(dataset, shuffle=True, seed=7))
     return ddp, optimizer, loader
 
 
@@ -123,14 +117,8 @@ def counters(trainer: Trainer) -> dict[str, Any]:
     return {
         "epoch": trainer.current_epoch,
         "iteration": trainer.current_iteration,
-        "training_runs": [
-            len(trainer.training_history.run(i))
-            for i in range(trainer.training_history.num_runs)
-        ],
-        "validation_runs": [
-            len(trainer.validation_history.run(i))
-            for i in range(trainer.validation_history.num_runs)
-        ],
+        "training_runs": [len(trainer.training_history.run(i)) for i in range(trainer.training_history.num_runs)],
+        "validation_runs": [len(trainer.validation_history.run(i)) for i in range(trainer.validation_history.num_runs)],
     }
 
 
@@ -143,11 +131,7 @@ def save_parameters(module: torch.nn.Module, path: str) -> None:
 
 def flat_parameters(module: torch.nn.Module) -> list[float]:
     """Every parameter as Python floats (JSON round-trips them exactly)."""
-    return [
-        value
-        for tensor in module.state_dict().values()
-        for value in tensor.flatten().tolist()
-    ]
+    return [value for tensor in module.state_dict().values() for value in tensor.flatten().tolist()]
 
 
 # -- cases ----------------------------------------------------------------------------------
@@ -162,9 +146,7 @@ def case_ddp(rank: int, out: str) -> dict:
 
     keep = Keep(level=logging.DEBUG)
     logger = logging.getLogger("ignite")
-    logger.setLevel(
-        logging.INFO
-    )  # asked for on every rank: the trainer keeps ranks > 0 at WARNING
+    logger.setLevel(logging.INFO)  # asked for on every rank: the trainer keeps ranks > 0 at WARNING
     logger.addHandler(keep)
     ddp, optimizer, loader = ddp_setup()
     save_parameters(ddp.module, os.path.join(out, f"ddp_initial_rank{rank}.pt"))
@@ -175,9 +157,7 @@ def case_ddp(rank: int, out: str) -> dict:
         by_epoch[trainer.current_epoch] = [index for batch in seen for index in batch]
         seen.clear()
 
-    trainer = Trainer(
-        loader, make_update(ddp, optimizer, seen), loader, validate_with(ddp)
-    )
+    trainer = Trainer(loader, make_update(ddp, optimizer, seen), loader, validate_with(ddp))
     trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_COMPLETED, note_epoch)
     trainer.run(max_epochs=3)
     logger.removeHandler(keep)
@@ -202,9 +182,7 @@ def _terminating_run(
 
     def stop(trainer: Trainer) -> None:
         if when(trainer):
-            called_at.append(
-                {"iteration": trainer.current_iteration, "epoch": trainer.current_epoch}
-            )
+            called_at.append({"iteration": trainer.current_iteration, "epoch": trainer.current_epoch})
             trainer.terminate()
 
     trainer.add_event_handler(event, stop)
@@ -219,9 +197,7 @@ def _terminating_run(
 def case_terminate_iteration(rank: int, out: str) -> dict:
     completed = TrainingEvents.TRAINING_ITERATION_COMPLETED
     return {
-        "mid_epoch": _terminating_run(
-            rank, completed, lambda t: rank == 1 and t.current_iteration == 5
-        ),
+        "mid_epoch": _terminating_run(rank, completed, lambda t: rank == 1 and t.current_iteration == 5),
         "last_of_epoch": _terminating_run(
             rank,
             completed,
@@ -242,9 +218,7 @@ def case_terminate_validation(rank: int, out: str) -> dict:
     return _terminating_run(
         rank,
         TrainingEvents.VALIDATION_ITERATION_COMPLETED,
-        lambda t: (
-            rank == 1 and t.current_epoch == 2 and len(t.validation_history.run()) == 2
-        ),
+        lambda t: rank == 1 and t.current_epoch == 2 and len(t.validation_history.run()) == 2,
     )
 
 
@@ -309,14 +283,8 @@ def case_tensorboard(rank: int, out: str) -> dict:
     trainer.run(max_epochs=2)
     return {
         **counters(trainer),
-        "validation": [
-            trainer.validation_history.run(i)
-            for i in range(trainer.validation_history.num_runs)
-        ],
-        "training": [
-            trainer.training_history.run(i)
-            for i in range(trainer.training_history.num_runs)
-        ],
+        "validation": [trainer.validation_history.run(i) for i in range(trainer.validation_history.num_runs)],
+        "training": [trainer.training_history.run(i) for i in range(trainer.training_history.num_runs)],
         "reduced_validation_means": reduced,
     }
 
@@ -376,13 +344,9 @@ def case_checkpoint_crash(rank: int, out: str) -> dict:
 
 
 def case_checkpoint_resume(rank: int, out: str) -> dict:
-    trainer, ddp, _, record = _checkpoint_run(
-        rank, _checkpoint_options(out, resume=True)
-    )
+    trainer, ddp, _, record = _checkpoint_run(rank, _checkpoint_options(out, resume=True))
     started: list = []
-    trainer.add_event_handler(
-        TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration)
-    )
+    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))
     trainer.run(max_epochs=3)
     save_parameters(ddp.module, os.path.join(out, f"checkpoint_resume_rank{rank}.pt"))
     return {**counters(trainer), **record, "resumed_at_iteration": started}
@@ -430,9 +394,7 @@ def case_batch_sampler(rank: int, out: str) -> dict:
     """A DistributedSampler inside the DataLoader's batch_sampler (not its sampler)."""
     dataset = Indexed()
     sampler = DistributedSampler(dataset, shuffle=True, seed=7)
-    loader = DataLoader(
-        dataset, batch_sampler=BatchSampler(sampler, batch_size=4, drop_last=False)
-    )
+    loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size=4, drop_last=False))
     seen: dict = {}
     trainer: Trainer
 
@@ -451,9 +413,7 @@ def case_trainer_resources(rank: int, out: str) -> dict:
     def count(what: str) -> int:
         return len(os.listdir(f"/proc/self/{what}"))
 
-    Trainer([1.0, 2.0], lambda batch: batch).run(
-        1
-    )  # whatever a first trainer sets up once
+    Trainer([1.0, 2.0], lambda batch: batch).run(1)  # whatever a first trainer sets up once
     before = {"fd": count("fd"), "task": count("task")}
     for _ in range(10):
         Trainer([1.0, 2.0], lambda batch: batch).run(1)
@@ -505,11 +465,7 @@ def case_crash_epoch(rank: int, out: str) -> dict:
     return counters(trainer)
 
 
-CASES = {
-    name[len("case_") :]: function
-    for name, function in globals().items()
-    if name.startswith("case_")
-}
+CASES = {name[len("case_") :]: function for name, function in globals().items() if name.startswith("case_")}
 
 
 def main() -> None:
