@@ -155,17 +155,19 @@ def launch(arguments: argparse.Namespace) -> int:
     with _visdom_server(not (arguments.no_plugins or arguments.no_visdom_server)) as visdom_port:
         if visdom_port is not None:
             env["BENCH_VISDOM_PORT"] = str(visdom_port)
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
-            os.path.abspath(__file__),
-            *sys.argv[1:],
-        ]
-        return subprocess.call(command, env=env)
+        with tempfile.TemporaryDirectory(prefix="ignite-bench-torchrun-") as logs:
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}",
+                f"--log-dir={logs}",  # else torchrun leaves a /tmp/torchelastic_* folder
+                os.path.abspath(__file__),
+                *sys.argv[1:],
+            ]
+            return subprocess.call(command, env=env)
 
 
 # -- one rank -------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) -> subpr
             "--master_addr=127.0.0.1",
             f"--master_port={_free_port()}",
             "--max_restarts=0",
+            f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
             str(WORKER),
             str(out),
             *cases,
