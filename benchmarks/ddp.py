@@ -50,35 +50,16 @@ def _free_port() -> int:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--iterations",
-        type=int,
-        default=400,
-        help="iterations per rank per timed run (default 400)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=2,
-        help="epochs the iterations are split into (default 2)",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=7,
-        help="timed rounds (default 7) after one warm-up round",
-    )
+    parser.add_argument("--iterations", type=int, default=400, help="iterations per rank per timed run (default 400)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs the iterations are split into (default 2)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7) after one warm-up round")
     parser.add_argument("--no-plugins", action="store_true", help="skip the 'trainer + plugins' variant")
     parser.add_argument(
         "--only",
         metavar="NAMES",
         help="comma-separated plugins to activate in 'trainer + plugins' (default: all installed)",
     )
-    parser.add_argument(
-        "--no-visdom-server",
-        action="store_true",
-        help="do not start a local Visdom server",
-    )
+    parser.add_argument("--no-visdom-server", action="store_true", help="do not start a local Visdom server")
     parser.add_argument("--json", help="also write the results to this file (rank 0)")
     parser.add_argument(
         "--without-vote",
@@ -93,9 +74,7 @@ def _arguments() -> argparse.Namespace:
         help="diagnosis: add a variant whose trainer runs the stop vote every N iterations only (a private override)",
     )
     parser.add_argument(
-        "--profile",
-        metavar="VARIANT",
-        help="cProfile VARIANT's timed runs on rank 0 and print the top functions",
+        "--profile", metavar="VARIANT", help="cProfile VARIANT's timed runs on rank 0 and print the top functions"
     )
     return parser.parse_args()
 
@@ -137,10 +116,7 @@ def _visdom_server(wanted: bool):
                     break
                 time.sleep(0.2)
             else:
-                print(
-                    "visdom server did not start in 60 s: the visdom plugin will go quiet",
-                    file=sys.stderr,
-                )
+                print("visdom server did not start in 60 s: the visdom plugin will go quiet", file=sys.stderr)
             yield port if server.poll() is None else None
         finally:
             server.terminate()
@@ -192,8 +168,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(0)
     samples = per_epoch * BATCH * world
     dataset = TensorDataset(
-        torch.randn(samples, HIDDEN, generator=generator),
-        torch.randint(0, 10, (samples,), generator=generator),
+        torch.randn(samples, HIDDEN, generator=generator), torch.randint(0, 10, (samples,), generator=generator)
     )
     sampler = DistributedSampler(dataset, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)
@@ -234,22 +209,14 @@ def rank_main(arguments: argparse.Namespace) -> None:
         options: dict[str, Any] = {
             "early_stopping": {"patience": 10**6},
             "lr_reduction": {"optimizer": optimizer, "patience": 10**6},
-            "tensorboard": {
-                "log_dir": os.path.join(scratch, f"tb{run}"),
-                "optimizer": optimizer,
-            },
+            "tensorboard": {"log_dir": os.path.join(scratch, f"tb{run}"), "optimizer": optimizer},
             "progress": {"file": devnull},
             "checkpoint": {
                 "dirname": os.path.join(scratch, f"checkpoints{run}"),
                 "objects": {"model": model, "optimizer": optimizer},
                 "keep": 1,
             },
-            "visdom": {
-                "server": "http://127.0.0.1",
-                "port": int(visdom_port),
-                "env": "bench",
-                "optimizer": optimizer,
-            }
+            "visdom": {"server": "http://127.0.0.1", "port": int(visdom_port), "env": "bench", "optimizer": optimizer}
             if visdom_port
             else False,
         }
@@ -288,10 +255,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
         trainer._rebuild_callbacks(TrainingEvents.TRAINING_ITERATION_COMPLETED)
         return lambda: trainer.run(arguments.epochs)
 
-    variants: dict[str, Callable[[], Callable[[], None]]] = {
-        "hand loop": lambda: hand_loop,
-        "trainer": trainer_none,
-    }
+    variants: dict[str, Callable[[], Callable[[], None]]] = {"hand loop": lambda: hand_loop, "trainer": trainer_none}
     if arguments.without_vote:
         variants["trainer, no vote"] = trainer_without_vote
     if arguments.vote_every:
@@ -329,15 +293,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
     if rank == 0:
-        report(
-            arguments,
-            names,
-            iterations,
-            seconds,
-            cpu_seconds,
-            active_plugins,
-            visdom_port is not None,
-        )
+        report(arguments, names, iterations, seconds, cpu_seconds, active_plugins, visdom_port is not None)
     devnull.close()
     shutil.rmtree(scratch, ignore_errors=True)
     dist.barrier()

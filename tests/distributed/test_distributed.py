@@ -26,8 +26,7 @@ import torch.distributed as dist
 from ignite._plugins import installed_plugin_names
 
 pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()),
-    reason="torch.distributed with gloo is not available",
+    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
 )
 
 WORKER = Path(__file__).parent / "scripts" / "ddp_worker.py"
@@ -43,23 +42,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Set by an enclosing torchrun (or left over): the launch sets its own.
+_LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
 def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # tests/conftest.py blocks the installed plugins for core tests; the workers name
-        # the plugins they use, and see no other (autoload off).
-        if key != "IGNITE_DISABLE_PLUGINS"
-        and key
-        not in (
-            "RANK",
-            "LOCAL_RANK",
-            "WORLD_SIZE",
-            "MASTER_ADDR",
-            "MASTER_PORT",
-            "TORCHELASTIC_RUN_ID",
-        )
-    }
+    # tests/conftest.py blocks the installed plugins for core tests (IGNITE_DISABLE_PLUGINS);
+    # the workers name the plugins they use, and see no other (autoload off).
+    blocked = ("IGNITE_DISABLE_PLUGINS", *_LAUNCH_VARIABLES)
+    env = {key: value for key, value in os.environ.items() if key not in blocked}
     env.update(IGNITE_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     if os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # collectives over loopback only
@@ -84,13 +75,7 @@ def torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) -> subpr
             *cases,
         ]
         result = subprocess.run(
-            command,
-            cwd=out,
-            env=_environment(env),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
+            command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
         )
         # The free port may have been taken between the probe and the launch: try another.
         if "address already in use" not in (result.stdout + result.stderr).lower():
@@ -183,9 +168,7 @@ def test_sampler_epoch_advances_inside_a_batch_sampler(main_run: Path) -> None:
 # -- 3. terminate() on one rank ---------------------------------------------------------------
 
 
-def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(
-    main_run: Path,
-) -> None:
+def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(main_run: Path) -> None:
     results = read(main_run, "terminate_iteration")
     assert results[1]["mid_epoch"]["called_at"] == [{"iteration": 5, "epoch": 1}]
     assert results[0]["mid_epoch"]["called_at"] == []
@@ -197,9 +180,7 @@ def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(
     assert results[0]["mid_epoch"]["parameters"] == results[1]["mid_epoch"]["parameters"]
 
 
-def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(
-    main_run: Path,
-) -> None:
+def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(main_run: Path) -> None:
     results = read(main_run, "terminate_iteration")
     for result in results:
         assert result["last_of_epoch"]["iteration"] == BATCHES_PER_EPOCH
@@ -207,9 +188,7 @@ def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validatio
     assert results[0]["last_of_epoch"]["parameters"] == results[1]["last_of_epoch"]["parameters"]
 
 
-def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(
-    main_run: Path,
-) -> None:
+def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(main_run: Path) -> None:
     results = read(main_run, "terminate_epoch")
     assert results[0]["called_at"] == [{"iteration": 16, "epoch": 2}] and results[1]["called_at"] == []
     for result in results:
@@ -218,30 +197,20 @@ def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(
     assert results[0]["parameters"] == results[1]["parameters"]
 
 
-def test_terminate_in_validation_on_one_rank_stops_both_at_the_end_of_that_validation_run(
-    main_run: Path,
-) -> None:
+def test_terminate_in_validation_on_one_rank_stops_both_at_the_end_of_that_validation_run(main_run: Path) -> None:
     results = read(main_run, "terminate_validation")
     assert results[1]["called_at"] == [{"iteration": 16, "epoch": 2}] and results[0]["called_at"] == []
     for result in results:
         assert (result["epoch"], result["iteration"]) == (2, 2 * BATCHES_PER_EPOCH)
-        assert result["validation_runs"] == [
-            8,
-            8,
-        ]  # that run finishes on both ranks; no epoch 3
+        assert result["validation_runs"] == [8, 8]  # that run finishes on both ranks; no epoch 3
     assert results[0]["parameters"] == results[1]["parameters"]
 
 
 # -- 2. early stopping on the reduced score ---------------------------------------------------
 
 
-@pytest.mark.skipif(
-    "early_stopping" not in INSTALLED,
-    reason="the ignite-early-stopping plugin is not installed",
-)
-def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(
-    main_run: Path,
-) -> None:
+@pytest.mark.skipif("early_stopping" not in INSTALLED, reason="the ignite-early-stopping plugin is not installed")
+def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(main_run: Path) -> None:
     # Validation losses (see the worker): rank 0 improves every epoch (alone: never stops);
     # rank 1 stalls from epoch 1 (alone, patience 2 would stop at epoch 3). Their mean
     # improves up to epoch 3 (13.5) and not after: patience 2 stops both at epoch 5.
@@ -254,13 +223,8 @@ def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(
 # -- 5. TensorBoard writes on rank 0 only, the reduced means ----------------------------------
 
 
-@pytest.mark.skipif(
-    "tensorboard" not in INSTALLED,
-    reason="the ignite-tensorboard plugin is not installed",
-)
-def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(
-    main_run: Path,
-) -> None:
+@pytest.mark.skipif("tensorboard" not in INSTALLED, reason="the ignite-tensorboard plugin is not installed")
+def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(main_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert not (main_run / "tb_rank1").exists()
@@ -268,10 +232,7 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(
     accumulator = EventAccumulator(str(main_run / "tb_rank0"))
     accumulator.Reload()
     results = read(main_run, "tensorboard")
-    for tag, runs_key in (
-        ("validation/mean", "validation"),
-        ("training/epoch_mean", "training"),
-    ):
+    for tag, runs_key in (("validation/mean", "validation"), ("training/epoch_mean", "training")):
         events = accumulator.Scalars(tag)
         assert [event.step for event in events] == [1, 2]
         for event in events:
@@ -282,10 +243,7 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(
     # Rank 0 ran 2 batches (10, 11 in epoch 1), rank 1 three (110, 111, 112): 354 / 5, not
     # the mean of the two ranks' means (60.75).
     assert validation[0].value == pytest.approx(70.8)
-    assert [means[""] for means in results[1]["reduced_validation_means"]] == [
-        pytest.approx(70.8),
-        pytest.approx(80.8),
-    ]
+    assert [means[""] for means in results[1]["reduced_validation_means"]] == [pytest.approx(70.8), pytest.approx(80.8)]
     # Iteration values are rank 0's own.
     iterations = accumulator.Scalars("training/iteration")
     assert len(iterations) == 2 * BATCHES_PER_EPOCH
@@ -295,9 +253,7 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(
 # -- 6. checkpoint and resume ------------------------------------------------------------------
 
 
-def test_resume_from_trainer_state_dict_gives_the_uninterrupted_weights(
-    main_run: Path,
-) -> None:
+def test_resume_from_trainer_state_dict_gives_the_uninterrupted_weights(main_run: Path) -> None:
     full = load(main_run / "checkpoint_full_rank0.pt")
     assert_bitwise_equal(full, load(main_run / "checkpoint_full_rank1.pt"))
     for rank, result in zip(RANKS, read(main_run, "adhoc_resume")):
@@ -375,9 +331,7 @@ def test_an_exception_on_one_rank_ends_the_job_with_its_message(tmp_path: Path, 
 # -- ranks whose data differ ----------------------------------------------------------------------
 
 
-def test_an_empty_validation_shard_on_one_rank_reduces_instead_of_hanging(
-    tmp_path: Path,
-) -> None:
+def test_an_empty_validation_shard_on_one_rank_reduces_instead_of_hanging(tmp_path: Path) -> None:
     # Before the fix, the rank without batches skipped the reduction and the other waited in it
     # forever; the short collective timeout turns such a hang into a failure within seconds.
     result = torchrun(tmp_path, "empty_validation_shard", env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "10"})
@@ -392,6 +346,8 @@ def test_an_empty_validation_shard_on_one_rank_reduces_instead_of_hanging(
 
 
 def test_more_trainers_do_not_leak_process_groups(main_run: Path) -> None:
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counts open files and threads in /proc (Linux)")
     # Each trainer used to create a gloo group of its own for the stop vote and never free it
     # (+5 open files, +3 threads per trainer); the group is now shared.
     for result in read(main_run, "trainer_resources"):

@@ -84,10 +84,7 @@ def ddp_setup(lr: float = 0.05, momentum: float = 0.0, rank_seed: int | None = N
 
 
 def make_update(
-    ddp: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    seen: list | None = None,
-    draws: list | None = None,
+    ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, seen: list | None = None, draws: list | None = None
 ) -> Callable:
     def update(batch: Any) -> float:
         indices, x, y = batch
@@ -123,10 +120,7 @@ def counters(trainer: Trainer) -> dict[str, Any]:
 
 
 def save_parameters(module: torch.nn.Module, path: str) -> None:
-    torch.save(
-        {name: tensor.detach().clone() for name, tensor in module.state_dict().items()},
-        path,
-    )
+    torch.save({name: tensor.detach().clone() for name, tensor in module.state_dict().items()}, path)
 
 
 def flat_parameters(module: torch.nn.Module) -> list[float]:
@@ -170,12 +164,7 @@ def case_ddp(rank: int, out: str) -> dict:
     }
 
 
-def _terminating_run(
-    rank: int,
-    event: TrainingEvents,
-    when: Callable[[Trainer], bool],
-    max_epochs: int = 4,
-) -> dict:
+def _terminating_run(rank: int, event: TrainingEvents, when: Callable[[Trainer], bool], max_epochs: int = 4) -> dict:
     ddp, optimizer, loader = ddp_setup()
     trainer = Trainer(loader, make_update(ddp, optimizer), loader, validate_with(ddp))
     called_at: list = []
@@ -187,11 +176,7 @@ def _terminating_run(
 
     trainer.add_event_handler(event, stop)
     trainer.run(max_epochs=max_epochs)
-    return {
-        **counters(trainer),
-        "called_at": called_at,
-        "parameters": flat_parameters(ddp.module),
-    }
+    return {**counters(trainer), "called_at": called_at, "parameters": flat_parameters(ddp.module)}
 
 
 def case_terminate_iteration(rank: int, out: str) -> dict:
@@ -199,19 +184,13 @@ def case_terminate_iteration(rank: int, out: str) -> dict:
     return {
         "mid_epoch": _terminating_run(rank, completed, lambda t: rank == 1 and t.current_iteration == 5),
         "last_of_epoch": _terminating_run(
-            rank,
-            completed,
-            lambda t: rank == 1 and t.current_iteration == BATCHES_PER_EPOCH,
+            rank, completed, lambda t: rank == 1 and t.current_iteration == BATCHES_PER_EPOCH
         ),
     }
 
 
 def case_terminate_epoch(rank: int, out: str) -> dict:
-    return _terminating_run(
-        rank,
-        TrainingEvents.EPOCH_COMPLETED,
-        lambda t: rank == 0 and t.current_epoch == 2,
-    )
+    return _terminating_run(rank, TrainingEvents.EPOCH_COMPLETED, lambda t: rank == 0 and t.current_epoch == 2)
 
 
 def case_terminate_validation(rank: int, out: str) -> dict:
@@ -238,19 +217,11 @@ def case_early_stopping(rank: int, out: str) -> dict:
         return loss(trainer.current_epoch)
 
     trainer = Trainer(
-        loader,
-        make_update(ddp, optimizer),
-        [0, 1],
-        validate,
-        plugins={"early_stopping": {"patience": 2}},
+        loader, make_update(ddp, optimizer), [0, 1], validate, plugins={"early_stopping": {"patience": 2}}
     )
     trainer.run(max_epochs=10)
     plugin = trainer.plugins["early_stopping"]
-    return {
-        **counters(trainer),
-        "best_score": plugin.best_score,
-        "best_epoch": plugin.best_epoch,
-    }
+    return {**counters(trainer), "best_score": plugin.best_score, "best_epoch": plugin.best_epoch}
 
 
 def case_tensorboard(rank: int, out: str) -> dict:
@@ -268,17 +239,11 @@ def case_tensorboard(rank: int, out: str) -> dict:
         make_update(ddp, optimizer),
         validation,
         validate,
-        plugins={
-            "tensorboard": {
-                "log_dir": os.path.join(out, f"tb_rank{rank}"),
-                "log_every": 1,
-            }
-        },
+        plugins={"tensorboard": {"log_dir": os.path.join(out, f"tb_rank{rank}"), "log_every": 1}},
     )
     reduced: list[dict] = []
     trainer.add_event_handler(
-        TrainingEvents.EPOCH_COMPLETED,
-        lambda t: reduced.append(monitor.epoch_means(t, validation=True)),
+        TrainingEvents.EPOCH_COMPLETED, lambda t: reduced.append(monitor.epoch_means(t, validation=True))
     )
     trainer.run(max_epochs=2)
     return {
@@ -297,13 +262,7 @@ def _checkpoint_run(rank: int, plugins: dict | None) -> tuple[Trainer, Any, Any,
         plugins["checkpoint"]["objects"] = {"model": ddp.module, "optimizer": optimizer}
     record: dict = {"means": [], "draws": {}}
     draws: list = []
-    trainer = Trainer(
-        loader,
-        make_update(ddp, optimizer, draws=draws),
-        loader,
-        validate_with(ddp),
-        plugins=plugins,
-    )
+    trainer = Trainer(loader, make_update(ddp, optimizer, draws=draws), loader, validate_with(ddp), plugins=plugins)
 
     def note(trainer: Trainer) -> None:
         record["means"].append([trainer.current_epoch, monitor.epoch_means(trainer)])
@@ -322,13 +281,7 @@ def case_checkpoint_full(rank: int, out: str) -> dict:
 
 
 def _checkpoint_options(out: str, resume: bool) -> dict:
-    return {
-        "checkpoint": {
-            "dirname": os.path.join(out, "checkpoints"),
-            "every_iterations": 3,
-            "resume": resume,
-        }
-    }
+    return {"checkpoint": {"dirname": os.path.join(out, "checkpoints"), "every_iterations": 3, "resume": resume}}
 
 
 def case_checkpoint_crash(rank: int, out: str) -> dict:
@@ -411,7 +364,7 @@ def case_trainer_resources(rank: int, out: str) -> dict:
     """Open file descriptors and threads of this process before and after 10 more trainers."""
 
     def count(what: str) -> int:
-        return len(os.listdir(f"/proc/self/{what}"))
+        return len(os.listdir(f"/proc/self/{what}")) if os.path.isdir("/proc/self") else 0
 
     Trainer([1.0, 2.0], lambda batch: batch).run(1)  # whatever a first trainer sets up once
     before = {"fd": count("fd"), "task": count("task")}
@@ -423,16 +376,10 @@ def case_trainer_resources(rank: int, out: str) -> dict:
 
 def case_empty_validation_shard(rank: int, out: str) -> dict:
     """Rank 1's share of the validation data is empty (2 batches on rank 0, none on rank 1)."""
-    trainer = Trainer(
-        [1.0] * 4,
-        lambda batch: batch,
-        [1.0, 2.0] if rank == 0 else [],
-        lambda batch: batch,
-    )
+    trainer = Trainer([1.0] * 4, lambda batch: batch, [1.0, 2.0] if rank == 0 else [], lambda batch: batch)
     means: list = []
     trainer.add_event_handler(
-        TrainingEvents.EPOCH_COMPLETED,
-        lambda t: means.append(monitor.epoch_means(t, validation=True)),
+        TrainingEvents.EPOCH_COMPLETED, lambda t: means.append(monitor.epoch_means(t, validation=True))
     )
     trainer.run(max_epochs=2)
     return {**counters(trainer), "reduced_validation_means": means}
