@@ -19,7 +19,20 @@ differ only in the loop around it:
   visdom against a local server this script starts when visdom is installed).
 
 Each round times every variant once (in rotating order) between two barriers; one warm-up round
-is not counted. Rank 0 prints the median iterations/s of each and the ratios.
+is not counted. Rank 0 prints the median iterations/s of each, the wall and CPU (all threads of
+the process) milliseconds per iteration, and the ratios: of the medians, the median of the
+per-round ratios (less sensitive to load drifting over the benchmark), and of CPU time.
+
+Diagnosis options: ``--without-vote`` adds a trainer without the per-iteration stop vote,
+``--vote-every N`` one that votes every N iterations (both private overrides, for measurement
+only), ``--only NAMES`` activates only some plugins, ``--profile VARIANT`` prints rank 0's
+cProfile of that variant.
+
+Measured on the 2-core development machine, with other jobs running (November 2026, torch 2.13):
+trainer / hand loop 0.78-0.89, the whole gap in the per-iteration stop vote (``--without-vote``:
+1.00-1.03; ``--vote-every 16``: 0.95-0.98); every plugin active / none 0.95-0.99. Here the
+collectives' gloo threads compete with 2 ranks for 2 cores; with idle cores (or NCCL for the
+gradients) the vote overlaps the next iteration at almost no cost.
 """
 
 from __future__ import annotations
