@@ -32,7 +32,7 @@ Measured on the 2-core development machine, with other jobs running (November 20
 trainer / hand loop 0.78-0.89, the whole gap in the per-iteration stop vote (``--without-vote``:
 1.00-1.03; ``--vote-every 16``: 0.95-0.98); every plugin active / none 0.95-0.99. Here the
 collectives' gloo threads compete with 2 ranks for 2 cores; with idle cores (or NCCL for the
-gradients) the vote overlaps the next iteration at almost no cost.
+gradients) the vote should overlap the next iteration at little cost (not measurable here).
 """
 
 from __future__ import annotations
