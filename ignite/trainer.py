@@ -243,9 +243,11 @@ class Trainer:
         """Stop the run after the iteration in progress. The events of the scopes already
         open (epoch, validation run) and TRAINING_COMPLETED still fire.
 
-        In a distributed run, terminate() on any rank stops every rank at the same point: one
-        training iteration later, or at the end of the validation run or epoch in progress
-        when called outside the training iterations (see ``ignite._stop_vote``).
+        In a distributed run, terminate() on any rank stops every rank at the same point: in
+        a training iteration, when the next agreement vote is collected (votes run every 32
+        iterations, ``IGNITE_STOP_VOTE_EVERY``; so at most 64 iterations later) or at the end
+        of the epoch's training batches, whichever comes first; elsewhere, at the end of the
+        validation run or epoch in progress (see ``ignite._stop_vote``).
         """
         if self._stop_vote is not None:
             self._stop_vote.requested = True

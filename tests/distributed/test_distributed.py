@@ -51,7 +51,9 @@ def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     # the workers name the plugins they use, and see no other (autoload off).
     blocked = ("IGNITE_DISABLE_PLUGINS", *_LAUNCH_VARIABLES)
     env = {key: value for key, value in os.environ.items() if key not in blocked}
-    env.update(IGNITE_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # A stop vote on every iteration (the default is every 32), so that the stop points of these
+    # short runs are exact; test_terminate_with_a_vote_every_2_iterations checks the general rule.
+    env.update(IGNITE_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", IGNITE_STOP_VOTE_EVERY="1")
     if os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # collectives over loopback only
     env.update(extra or {})
@@ -173,11 +175,21 @@ def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(
     assert results[1]["mid_epoch"]["called_at"] == [{"iteration": 5, "epoch": 1}]
     assert results[0]["mid_epoch"]["called_at"] == []
     for result in results:
-        # The documented rule: a stop asked for in iteration k takes effect after k + 1.
+        # With a vote on every iteration (IGNITE_STOP_VOTE_EVERY=1), a stop asked for in iteration k takes effect after k + 1.
         assert result["mid_epoch"]["iteration"] == 6
         assert result["mid_epoch"]["training_runs"] == [6]
         assert result["mid_epoch"]["validation_runs"] == []  # stopped inside training: no validation
     assert results[0]["mid_epoch"]["parameters"] == results[1]["mid_epoch"]["parameters"]
+
+
+def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_vote_is_collected(main_run: Path) -> None:
+    results = read(main_run, "terminate_iteration")
+    assert results[1]["vote_every_2"]["called_at"] == [{"iteration": 3, "epoch": 1}]
+    for result in results:
+        # Asked for in iteration 3: carried by the vote launched at 4, collected at 6.
+        assert result["vote_every_2"]["iteration"] == 6
+        assert result["vote_every_2"]["validation_runs"] == []
+    assert results[0]["vote_every_2"]["parameters"] == results[1]["vote_every_2"]["parameters"]
 
 
 def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(main_run: Path) -> None:

@@ -164,7 +164,10 @@ def case_ddp(rank: int, out: str) -> dict:
     }
 
 
-def _terminating_run(rank: int, event: TrainingEvents, when: Callable[[Trainer], bool], max_epochs: int = 4) -> dict:
+def _terminating_run(
+    rank: int, event: TrainingEvents, when: Callable[[Trainer], bool], max_epochs: int = 4, vote_every: str = "1"
+) -> dict:
+    os.environ["IGNITE_STOP_VOTE_EVERY"] = vote_every  # read when the trainer's first run starts
     ddp, optimizer, loader = ddp_setup()
     trainer = Trainer(loader, make_update(ddp, optimizer), loader, validate_with(ddp))
     called_at: list = []
@@ -185,6 +188,9 @@ def case_terminate_iteration(rank: int, out: str) -> dict:
         "mid_epoch": _terminating_run(rank, completed, lambda t: rank == 1 and t.current_iteration == 5),
         "last_of_epoch": _terminating_run(
             rank, completed, lambda t: rank == 1 and t.current_iteration == BATCHES_PER_EPOCH
+        ),
+        "vote_every_2": _terminating_run(
+            rank, completed, lambda t: rank == 1 and t.current_iteration == 3, vote_every="2"
         ),
     }
 
