@@ -23,16 +23,16 @@ is not counted. Rank 0 prints the median iterations/s of each, the wall and CPU 
 the process) milliseconds per iteration, and the ratios: of the medians, the median of the
 per-round ratios (less sensitive to load drifting over the benchmark), and of CPU time.
 
-Diagnosis options: ``--without-vote`` adds a trainer without the per-iteration stop vote,
-``--vote-every N`` one that votes every N iterations (both private overrides, for measurement
-only), ``--only NAMES`` activates only some plugins, ``--profile VARIANT`` prints rank 0's
+Diagnosis options: ``--without-vote`` adds a trainer without the stop vote (a private
+override, for measurement only), ``--vote-every N`` one that votes every N iterations
+(``IGNITE_STOP_VOTE_EVERY``; the default is 32), ``--only NAMES`` activates only some plugins, ``--profile VARIANT`` prints rank 0's
 cProfile of that variant.
 
-Measured on the 2-core development machine, with other jobs running (November 2026, torch 2.13):
-trainer / hand loop 0.78-0.89, the whole gap in the per-iteration stop vote (``--without-vote``:
-1.00-1.03; ``--vote-every 16``: 0.95-0.98); every plugin active / none 0.95-0.99. Here the
-collectives' gloo threads compete with 2 ranks for 2 cores; with idle cores (or NCCL for the
-gradients) the vote should overlap the next iteration at little cost (not measurable here).
+Measured on the 2-core development machine (November 2026, torch 2.13): with a vote on every
+iteration, trainer / hand loop was 0.78-0.89, the whole gap in the vote (``--without-vote``:
+1.00-1.03; ``--vote-every 16``: 0.95-0.98): the collectives' gloo threads compete with 2 ranks
+for 2 cores. With the vote every 32 iterations (the default since), see the closing notes and
+the README for the current figures.
 """
 
 from __future__ import annotations
@@ -253,26 +253,24 @@ def rank_main(arguments: argparse.Namespace) -> None:
         trainer = TrainerWithoutVote(loader, update)
         return lambda: trainer.run(arguments.epochs)
 
-    from ignite import TrainingEvents
-    from ignite._stop_vote import StopVote
-
-    class SparseVote(StopVote):
-        def __call__(self, trainer: Any) -> None:
-            if trainer.current_iteration % arguments.vote_every == 0:
-                super().__call__(trainer)
-
-    def trainer_sparse_vote() -> Callable[[], None]:
+    def trainer_vote_every() -> Callable[[], None]:
         os.environ["IGNITE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         trainer = Trainer(loader, update)
-        trainer._stop_vote = SparseVote()  # diagnosis only: private
-        trainer._rebuild_callbacks(TrainingEvents.TRAINING_ITERATION_COMPLETED)
-        return lambda: trainer.run(arguments.epochs)
+
+        def run() -> None:
+            os.environ["IGNITE_STOP_VOTE_EVERY"] = str(arguments.vote_every)  # read as the run starts
+            try:
+                trainer.run(arguments.epochs)
+            finally:
+                del os.environ["IGNITE_STOP_VOTE_EVERY"]
+
+        return run
 
     variants: dict[str, Callable[[], Callable[[], None]]] = {"hand loop": lambda: hand_loop, "trainer": trainer_none}
     if arguments.without_vote:
         variants["trainer, no vote"] = trainer_without_vote
     if arguments.vote_every:
-        variants[f"vote every {arguments.vote_every}"] = trainer_sparse_vote
+        variants[f"vote every {arguments.vote_every}"] = trainer_vote_every
     if not arguments.no_plugins:
         variants["trainer + plugins"] = trainer_plugins
     names = list(variants)
