@@ -8,23 +8,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from . import distributed
+
 if TYPE_CHECKING:
     from .trainer import Trainer
-
-
-_groups: dict[int, Any] = {}
-
-
-def _vote_group() -> Any:
-    """One gloo group per process group, shared by every trainer: a group of its own keeps
-    these small CPU reductions out of the way of DDP's gradient reductions (which may be on
-    NCCL). Creating it is a collective, done by the first trainer run on every rank."""
-    world = dist.group.WORLD
-    key = id(world)
-    if key not in _groups:
-        _groups.clear()  # the process group was replaced: the old vote group died with it
-        _groups[key] = (world, dist.new_group(backend="gloo"))
-    return _groups[key][1]
 
 
 #: Training iterations between two votes, unless IGNITE_STOP_VOTE_EVERY says otherwise. A vote
@@ -43,7 +30,7 @@ def _every() -> int:
 
 
 class StopVote:
-    """A MAX all-reduce of "someone asked to stop" on a gloo group of its own.
+    """A MAX all-reduce of "someone asked to stop".
 
     Every ``every`` training iterations (counted by ``trainer.current_iteration``, the same on
     every rank) the vote is launched asynchronously and the previous one collected, so the
@@ -59,8 +46,9 @@ class StopVote:
 
     def __init__(self) -> None:
         self.every = _every()
-        self._group = _vote_group()
-        self._flag = torch.zeros(1, dtype=torch.int32)
+        # On the default group, in the same order on every rank, so it needs no group (and no
+        # group lifetime) of its own; NCCL reduces only tensors on the rank's GPU.
+        self._flag = torch.zeros(1, dtype=torch.int32, device=distributed.reduction_device())
         self._pending: Any = None
         self.requested = False
 
@@ -83,12 +71,12 @@ class StopVote:
             trainer._should_terminate = True
             return
         self._flag.fill_(1 if self.requested else 0)
-        self._pending = dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
+        self._pending = dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, async_op=True)
 
     def settle(self, trainer: Trainer) -> None:
         """A blocking agreement point at a phase boundary."""
         stop = self._collect() or self.requested or trainer._should_terminate
         self._flag.fill_(1 if stop else 0)
-        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self._group)
+        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
         if self._flag.item():
             trainer._should_terminate = True

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 __all__ = [
     "agree_any",
+    "reduction_device",
     "all_gather_object",
     "is_initialized",
     "is_main_process",
@@ -39,8 +40,8 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def _reduction_device() -> torch.device:
-    # NCCL reduces only tensors on the rank's GPU; gloo and the rest take CPU tensors.
+def reduction_device() -> torch.device:
+    """Where tensors for collectives go: the rank's GPU with NCCL, the CPU otherwise."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -51,7 +52,7 @@ def reduce_mean(value: float, weight: float = 1.0) -> float:
     count). A collective: every rank must call it, in the same order."""
     if not is_initialized():
         return value if weight else float("nan")
-    pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=_reduction_device())
+    pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=reduction_device())
     dist.all_reduce(pair)
     total, weights = pair.tolist()
     return total / weights if weights else float("nan")
@@ -71,6 +72,6 @@ def agree_any(flag: bool) -> bool:
     """True on every rank if ``flag`` is true on any rank. A collective, like reduce_mean."""
     if not is_initialized():
         return flag
-    vote = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_reduction_device())
+    vote = torch.tensor([1 if flag else 0], dtype=torch.int32, device=reduction_device())
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
