@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 
 from ignite import PluginError, Trainer, TrainingEvents
+from ignite.testing import run_ranks
 from ignite_early_stopping import EarlyStopping
 
 if sys.version_info >= (3, 10):
@@ -438,25 +437,7 @@ def two_ranks(tmp_path_factory):
     training twice; returns what each rank saw, per case."""
     folder = tmp_path_factory.mktemp("distributed")
     worker = Path(__file__).with_name("early_stopping_distributed_worker.py")
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "IGNITE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(rank), "2", str(folder)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    try:
-        outputs = [process.communicate(timeout=180)[0].decode() for process in processes]
-    finally:
-        for process in processes:  # a hung rank must not outlive the test
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output
+    run_ranks(worker, folder)
     return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(2)]
 
 

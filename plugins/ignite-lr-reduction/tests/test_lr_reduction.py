@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 
 from ignite import PluginError, Trainer, TrainingEvents
+from ignite.testing import run_ranks
 from ignite_lr_reduction import LRReduction
 
 if sys.version_info >= (3, 10):
@@ -460,25 +459,7 @@ def test_score_function_returning_a_non_number_raises_naming_it():
 def test_distributed_ranks_step_on_the_reduced_score_and_keep_equal_rates(tmp_path):
     """Two real processes with a gloo process group (file rendezvous, loopback only)."""
     worker = Path(__file__).with_name("lr_reduction_distributed_worker.py")
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "IGNITE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(rank), "2", str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    try:
-        outputs = [process.communicate(timeout=180)[0].decode() for process in processes]
-    finally:
-        for process in processes:  # a hung rank must not outlive the test
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output
+    run_ranks(worker, tmp_path)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert ranks[0]["rates"] == ranks[1]["rates"]
     assert min(ranks[0]["rates"]) < 0.1  # it did reduce
