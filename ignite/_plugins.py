@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +14,7 @@ import pluggy
 from . import hookspecs
 from .events import TrainingEvents
 
-if sys.version_info >= (3, 10):
-    from importlib.metadata import EntryPoint, entry_points
-else:  # pragma: no cover - the stdlib's entry_points() lacks group= before 3.10
-    from importlib_metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 __all__ = ["PluginError", "PluginInactive", "PluginRecord"]
 

@@ -489,7 +489,7 @@ class Checkpoint:
             try:
                 obj.load_state_dict(saved[name])
             except Exception as error:
-                _add_note(error, f"while restoring objects[{name!r}] from checkpoint {path!r}")
+                error.add_note(f"while restoring objects[{name!r}] from checkpoint {path!r}")
                 raise
         trainer.load_state_dict(self._own_trainer_state(path, state))
         if not distributed.is_main_process():
@@ -521,8 +521,3 @@ class Checkpoint:
                 path,
             )
         return state["trainer"]
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    if hasattr(error, "add_note"):
-        error.add_note(note)

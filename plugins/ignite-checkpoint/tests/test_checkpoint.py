@@ -21,10 +21,7 @@ import ignite
 from ignite import History, PluginError, Trainer, TrainingEvents
 from ignite_checkpoint import Checkpoint, CheckpointError, checkpoint_name, list_checkpoints, load_checkpoint
 
-if sys.version_info >= (3, 10):
-    from importlib.metadata import entry_points
-else:  # pragma: no cover
-    from importlib_metadata import entry_points
+from importlib.metadata import entry_points
 
 SCRIPT = Path(__file__).with_name("checkpoint_training_script.py")
 INSTALLED = {entry_point.name for entry_point in entry_points(group="ignite.plugins")}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,7 @@ from ignite import PluginError, Trainer, TrainingEvents
 from ignite.testing import run_ranks
 from ignite_early_stopping import EarlyStopping
 
-if sys.version_info >= (3, 10):
-    from importlib.metadata import entry_points
-else:  # pragma: no cover
-    from importlib_metadata import entry_points
+from importlib.metadata import entry_points
 
 
 @pytest.fixture(autouse=True)

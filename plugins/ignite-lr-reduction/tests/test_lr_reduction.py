@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,7 @@ from ignite import PluginError, Trainer, TrainingEvents
 from ignite.testing import run_ranks
 from ignite_lr_reduction import LRReduction
 
-if sys.version_info >= (3, 10):
-    from importlib.metadata import entry_points
-else:  # pragma: no cover
-    from importlib_metadata import entry_points
+from importlib.metadata import entry_points
 
 
 @pytest.fixture(autouse=True)
