@@ -112,13 +112,6 @@ def _ignore_trainer(function: Callable[[], Any]) -> Callable[[Any], Any]:
     return lambda trainer: function()
 
 
-def _add_note(error: BaseException, note: str) -> None:
-    if hasattr(error, "add_note"):
-        error.add_note(note)
-    else:  # Python < 3.11: the same attribute, which tracebacks there do not print
-        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
-
-
 def _format_means(means: Mapping[str, float]) -> str:
     if not means:
         return "n/a"
@@ -178,15 +171,15 @@ class Trainer:
         self._should_terminate = False
         self._stop_vote: StopVote | None = None
         self._epoch_complete = False
-        # A loaded mid-epoch state, until the run has replayed its way back to it.
-        self._unresumed_state: dict[str, Any] | None = None
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
         # or "validation" phase, with the RNG states from just before that phase's data was
         # iterated, which a resume restores to replay the phase.
         self._phase = "between"
         self._epoch_start_iteration = 0
         self._phase_start_rng: dict[str, Any] | None = None
-        self._resume_position: dict[str, Any] | None = None
+        # A loaded mid-epoch position and its RNG states, kept until the run has replayed its
+        # way back to that point: until then it is still where the run stands.
+        self._resume: dict[str, Any] | None = None
         self._handles: list[list[EventHandle]] = [[] for _ in _EVENTS]
         # Per event, the tuple of callables to run, rebuilt whenever handlers or plugins change,
         # so that firing an event with nothing attached costs one index and one empty loop.
@@ -314,10 +307,6 @@ class Trainer:
             )
         if name is None:
             name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        if name in self._plugin_records and self._plugin_records[name].status == "active":
-            raise _plugins.PluginError(
-                f"A plugin named {name!r} is already registered with this trainer; pass another name="
-            )
         record = _plugins.PluginRecord(name=name, plugin=plugin)
         _plugins.register(self._plugin_manager, record)
         self._plugin_records[name] = record
@@ -389,12 +378,12 @@ class Trainer:
         list) or be deterministic; a sampler with its own ``torch.Generator`` must have that
         generator seeded per epoch by the user. Skipped batches are loaded and dropped.
         """
-        if self._unresumed_state is not None:
-            # Loaded, and the run has not yet reached the point it describes: it still does.
-            return {**self._unresumed_state, "plugins": self._plugin_states()}
         position = None
         iterations_done = self.current_iteration
-        if self._phase == "training":
+        rng = self._resume["rng"] if self._resume is not None else _rng.get_states()
+        if self._resume is not None:
+            position = {key: value for key, value in self._resume.items() if key != "rng"}
+        elif self._phase == "training":
             batches_done = len(self.training_history.run())
             iterations_done = self._epoch_start_iteration + batches_done
             position = {
@@ -412,15 +401,12 @@ class Trainer:
             # A validation run cut short is run again whole on resume: leave its part out.
             "validation_history": self.validation_history.state_dict(drop_last_run=self._phase == "validation"),
             "position": position,
-            "rng": _rng.get_states(),
-            "plugins": self._plugin_states(),
-        }
-
-    def _plugin_states(self) -> dict[str, Any]:
-        return {
-            name: record.plugin.state_dict()
-            for name, record in self._plugin_records.items()
-            if record.status == "active" and callable(getattr(record.plugin, "state_dict", None))
+            "rng": rng,
+            "plugins": {
+                name: record.plugin.state_dict()
+                for name, record in self._plugin_records.items()
+                if record.status == "active" and callable(getattr(record.plugin, "state_dict", None))
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -442,14 +428,12 @@ class Trainer:
         self.training_history.load_state_dict(state["training_history"])
         self.validation_history.load_state_dict(state["validation_history"])
         position = state["position"]
-        self._unresumed_state = None
         if position is None:
-            self._resume_position = None
+            self._resume = None
             _rng.set_states(state["rng"])
         else:
-            self._unresumed_state = {key: value for key, value in state.items() if key != "plugins"}
             self._epoch_start_iteration = self.current_iteration - position["batches_done"]
-            self._resume_position = {**position, "rng": state["rng"]}
+            self._resume = {**position, "rng": state["rng"]}
             if position["phase"] == "validation" and position["start_rng"] is None:
                 _rng.set_states(state["rng"])
 
@@ -469,7 +453,7 @@ class Trainer:
             self._log_plugins()
             self._fire(TrainingEvents.TRAINING_STARTED)
             self._agree_on_stop()
-            while (self.current_epoch < max_epochs or self._resume_position is not None) and not self._should_terminate:
+            while (self.current_epoch < max_epochs or self._resume is not None) and not self._should_terminate:
                 self._run_epoch()
                 self._agree_on_stop()
             self._fire(TrainingEvents.TRAINING_COMPLETED)
@@ -516,10 +500,10 @@ class Trainer:
             name, hook_name = found
             record = self._plugin_records.get(name)
             origin = f" from {record.origin}" if record is not None else ""
-            _add_note(error, f"raised in hook {hook_name} of plugin {name!r}{origin}")
+            error.add_note(f"raised in hook {hook_name} of plugin {name!r}{origin}")
 
     def _run_epoch(self) -> None:
-        resume, self._resume_position = self._resume_position, None
+        resume = self._resume  # cleared once the replay reaches the saved point
         if resume is None:
             self.current_epoch += 1
             self._epoch_start_iteration = self.current_iteration
@@ -578,7 +562,7 @@ class Trainer:
             # With nothing consumed the states are those of the start; restoring them after
             # iter() would undo the draws iter() itself made (a DataLoader's base seed).
             _rng.set_states(resume["rng"])
-        self._unresumed_state = None
+        self._resume = None
         return batches
 
     def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> bool:
@@ -618,7 +602,7 @@ class Trainer:
             callbacks, update, append = self._callbacks, self._validation_update_function, history.append
             if resume is not None and resume["start_rng"] is not None:
                 _rng.set_states(resume["start_rng"])  # a validation run cut short is run again whole
-            self._unresumed_state = None
+            self._resume = None
             self._phase_start_rng = _rng.get_states()
             for batch in self.validation_data:  # type: ignore[union-attr]
                 for callback in callbacks[_VALID_STARTED]:
@@ -647,14 +631,9 @@ class Trainer:
                 logger.info("Plugin %s (%s) is inactive: %s", name, record.origin, record.reason)
 
     def _log_epoch(self) -> None:
-        training = self.training_history
+        training = self.training_history  # the epoch's run was started with the epoch
         line = "Epoch %d/%d: %d iterations, training mean %s"
-        values: list[Any] = [
-            self.current_epoch,
-            self.max_epochs,
-            len(training.run()) if training.num_runs else 0,
-            _format_means(training.run_means()) if training.num_runs else "n/a",
-        ]
+        values: list[Any] = [self.current_epoch, self.max_epochs, len(training.run()), _format_means(training.run_means())]
         if self.validation_data is not None and self.validation_history.num_runs:
             line += ", validation mean %s"
             values.append(_format_means(self.validation_history.run_means()))

@@ -189,3 +189,18 @@ def test_history_state_saves_float_runs_as_tensors():
     chunks = state["training_history"]["chunks"]
     assert chunks[0] == [] and isinstance(chunks[1], torch.Tensor) and chunks[1].dtype == torch.float64
     assert state["validation_history"]["chunks"][1] == [(1, "x")]
+
+
+def test_a_resume_cut_before_its_saved_point_is_still_pending_for_the_next_run():
+    first = Trainer(list(range(6)), lambda b: float(b))
+    first.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 4 else None)
+    first.run(2)
+    resumed = Trainer(list(range(6)), lambda b: float(b))
+    resumed.load_state_dict(first.state_dict())
+    handle = resumed.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: t.terminate())
+    resumed.run(2)  # stopped before the replay reached batch 4
+    assert resumed.state_dict()["position"]["batches_done"] == 4
+    handle.remove()
+    resumed.run(2)
+    assert list(resumed.training_history) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] * 2
+    assert resumed.training_history.num_runs == 2 and resumed.current_iteration == 12
