@@ -95,10 +95,6 @@ def _schedulers(scheduler: Any) -> list[LRScheduler]:
     return found
 
 
-def _learning_rates(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(group["lr"]) for group in optimizer.param_groups]
-
-
 class LRReduction:
     """Multiply the learning rate of ``optimizer`` by ``factor`` when the monitored score has
     not improved for more than ``patience`` epochs, with one
@@ -317,11 +313,11 @@ class LRReduction:
         if score is None:
             return
         for label, scheduler in self._scored:
-            before = _learning_rates(scheduler.optimizer)
+            before = monitor.learning_rates(scheduler.optimizer).values()
             scheduler.step(score)
             if not distributed.is_main_process():
                 continue
-            for group, (old, new) in enumerate(zip(before, _learning_rates(scheduler.optimizer))):
+            for group, (old, new) in enumerate(zip(before, monitor.learning_rates(scheduler.optimizer).values())):
                 if new != old:
                     logger.info(
                         "epoch %d: learning rate of %s group %d reduced %.6g -> %.6g", epoch, label, group, old, new

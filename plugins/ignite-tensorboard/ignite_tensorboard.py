@@ -111,11 +111,6 @@ class TensorBoardLogger:
         self._writer: SummaryWriter | None = None
         self._pending: list[tuple[str, float, int, float]] = []  # tag, value, step, wall time
         self._emitted_at = 0.0
-        # Whether this epoch's validation run completed, so that an epoch whose validation was
-        # skipped (terminate()) never repeats the previous run's mean under its own step. (The
-        # training history starts the epoch's run before EPOCH_STARTED: its means are always
-        # this epoch's, empty when it trained nothing.)
-        self._validated = False
         self._epoch_lrs: dict[str, float] | None = None
 
     # -- opening and closing --------------------------------------------------------------
@@ -185,8 +180,7 @@ class TensorBoardLogger:
 
     @hookimpl
     def ignite_epoch_started(self, trainer: Trainer) -> None:
-        """Forget what the previous epoch did."""
-        self._validated = False
+        """Forget the previous epoch's learning rates."""
         self._epoch_lrs = None
 
     @hookimpl
@@ -198,24 +192,26 @@ class TensorBoardLogger:
 
     @hookimpl
     def ignite_validation_completed(self, trainer: Trainer) -> None:
-        """Note that this epoch validated."""
-        self._validated = True
+        """Write the validation means: this event fires only for a validation run that
+        happened, so an epoch whose validation terminate() skipped writes none. A collective
+        under a process group: computed on every rank, written on rank 0."""
+        means = epoch_means(trainer, validation=True)
+        if self._writer is not None:
+            for key, value in means.items():
+                self._writer.add_scalar(tag("validation/mean", key), value, trainer.current_epoch)
 
     @hookimpl
     def ignite_epoch_completed(self, trainer: Trainer) -> None:
-        """Write the epoch's training and validation means and learning rates. The means
-        are collectives under a process group: computed on every rank, written on rank 0."""
+        """Write the epoch's training means and learning rates. The means are a collective
+        under a process group: computed on every rank, written on rank 0."""
         epoch = trainer.current_epoch
         training = epoch_means(trainer)
-        validation = epoch_means(trainer, validation=True) if self._validated else {}
         writer = self._writer
         if writer is None:
             return
         self._emit()
         for key, value in training.items():
             writer.add_scalar(tag("training/epoch_mean", key), value, epoch)
-        for key, value in validation.items():
-            writer.add_scalar(tag("validation/mean", key), value, epoch)
         if self.optimizer is not None:
             # Resumed after its training part, an epoch reads the rates at its end instead.
             rates = self._epoch_lrs if self._epoch_lrs is not None else learning_rates(self.optimizer)
