@@ -16,9 +16,11 @@ one cannot run code.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import os
+import queue
 import re
 import threading
 from collections.abc import Mapping
@@ -124,6 +126,44 @@ def _serialized(payload: Any) -> memoryview:
     return buffer.getbuffer()
 
 
+class _NoSnapshot(Exception):
+    """The state holds a value :func:`_snapshot` does not know how to copy."""
+
+
+_ATOMS = frozenset((str, int, float, bool, complex, bytes, type(None), torch.dtype, torch.device, torch.Size))
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of a state that later training cannot change: tensors cloned, dicts, lists and
+    tuples copied, immutable atoms shared. Raises _NoSnapshot on anything else (whose copy
+    could share mutable parts): the caller then serializes on the training thread.
+
+    Copying is ~10x cheaper than serializing (a 64-32-10 MLP and its trainer: ~60 us against
+    ~640 us), so the serialization can move to the writer thread."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if isinstance(value, torch.Tensor):
+        if kind is not torch.Tensor and kind is not torch.nn.Parameter:
+            raise _NoSnapshot(kind)  # subclasses may carry state clone() does not copy
+        return value.detach().clone()
+    if kind is dict:
+        return {key: _snapshot(item) for key, item in value.items()}
+    if kind is collections.OrderedDict:  # a module's state_dict, with its version _metadata
+        copied = collections.OrderedDict((key, _snapshot(item)) for key, item in value.items())
+        metadata = getattr(value, "_metadata", None)
+        if metadata is not None:
+            copied._metadata = _snapshot(metadata)  # type: ignore[attr-defined]
+        return copied
+    if kind is list or kind is tuple:
+        # Python's RNG state is a tuple of 625 ints: checked at C speed, not item by item.
+        if _ATOMS.issuperset(map(type, value)):
+            return value if kind is tuple else list(value)
+        copied = [_snapshot(item) for item in value]
+        return copied if kind is list else tuple(copied)
+    raise _NoSnapshot(kind)
+
+
 def _atomic_write(data: Any, path: str) -> None:
     dirname = os.path.dirname(path) or "."
     temporary = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{os.getpid()}{_TEMPORARY_SUFFIX}")
@@ -143,38 +183,60 @@ def _atomic_write(data: Any, path: str) -> None:
 
 
 class _BackgroundWriter:
-    """Writes serialized checkpoints to disk on a thread of its own, one at a time.
+    """Serializes and writes checkpoints on a thread of its own, one at a time.
 
-    The state is serialized on the training thread (a consistent snapshot); the write, fsync
-    and rename, tens of milliseconds on a plain disk, overlap the next iterations. A new save
-    first waits for the previous write; ``wait()`` (at the end of a run) makes every
-    checkpoint durable and re-raises a write's error on the training thread.
+    The training thread hands over a snapshot (see :func:`_snapshot`) or, for states that
+    cannot be snapshot, the serialized bytes; serializing, writing, fsync and rename, tens of
+    milliseconds on a plain disk, overlap the next iterations. A new save first waits for the
+    previous one; ``wait()`` makes every checkpoint durable and re-raises a write's error on
+    the training thread; ``close()`` (at the end of a run) also ends the thread.
+
+    The thread lives from the first save to ``close()``: a thread started per save made the
+    training thread wait ~2 ms at each save, for the GIL the new thread took at once.
     """
 
     def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, str, Callable[[], None], threading.Event] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._written: threading.Event | None = None  # set once the newest job is finished
         self._error: BaseException | None = None
 
-    def submit(self, data: memoryview, path: str, done: Callable[[], None]) -> None:
+    def submit(self, payload: Any, path: str, done: Callable[[], None]) -> None:
+        """Write ``payload``: a snapshot to serialize, or bytes already serialized."""
         self.wait()
+        self._written = threading.Event()
+        self._jobs.put((payload, path, done, self._written))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ignite-checkpoint-writer", daemon=True)
+            self._thread.start()
 
-        def write() -> None:
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            payload, path, done, written = job
             try:
-                _atomic_write(data, path)
+                _atomic_write(payload if isinstance(payload, memoryview) else _serialized(payload), path)
                 done()
             except BaseException as error:  # handed to the training thread by wait()
                 self._error = error
-
-        self._thread = threading.Thread(target=write, name="ignite-checkpoint-writer", daemon=True)
-        self._thread.start()
+            finally:
+                written.set()
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._written is not None:
+            self._written.wait()
+            self._written = None
         error, self._error = self._error, None
         if error is not None:
             raise error
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
 
 
 def _positive_int_or_none(name: str, value: Any) -> int | None:
@@ -322,7 +384,7 @@ class Checkpoint:
     @hookimpl(trylast=True)
     def ignite_training_completed(self) -> None:
         """Wait until the last checkpoint is on disk."""
-        self.wait()
+        self._writer.close()
 
     @hookimpl(trylast=True)
     def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
@@ -333,6 +395,12 @@ class Checkpoint:
             self._writer.wait()
         except Exception:  # the run's own exception is the one to report
             logger.exception("Writing the last checkpoint failed")
+        try:
+            self._save_on_interrupt(trainer, exception)
+        finally:
+            self._writer.close()
+
+    def _save_on_interrupt(self, trainer: Trainer, exception: BaseException) -> None:
         if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt) and self._ready):
             return
         if not distributed.is_main_process():
@@ -409,8 +477,11 @@ class Checkpoint:
         }
         if ranks is not None:
             payload["trainer_ranks"] = ranks
-        # Serialized here, so the file holds this moment even though it is written later.
-        data = _serialized(payload)
+        # Copied (or serialized) here, so the file holds this moment though it is written later.
+        try:
+            data = _snapshot(payload)
+        except _NoSnapshot:
+            data = _serialized(payload)
 
         def written() -> None:
             self._saved_iteration = trainer_state["current_iteration"]
