@@ -10,8 +10,9 @@ standard plugin installed and active (early stopping, LR reduction, TensorBoard,
 real local server, progress bar, checkpoint every epoch). Each case is one run whose epochs
 are timed (EPOCH_STARTED to EPOCH_STARTED, so per-epoch work such as a checkpoint counts);
 the first epoch, which pays one-time costs (imports, writers, threads, connections), is left
-out. Figures are median epochs over several runs per case, the cases alternating in one
-process.
+out. Each run is paired with a bare-loop run of as many epochs just before it; a figure is
+the median over rounds of (the run's median epoch minus its bare run's), the cases
+alternating in one process.
 """
 
 from __future__ import annotations
@@ -91,7 +92,11 @@ def plugin_options(objects: dict[str, Any], folder: str, visdom_port: int) -> di
 def epoch_seconds(case: str, data: list[Any], update: Callable[[Any], Any], options: dict[str, Any], epochs: int) -> list[float]:
     """One run of ``epochs + 1`` epochs; the wall time of each epoch after the first (which
     pays the one-time costs: plugins import, open writers, start threads, connect)."""
-    plugins = options if case == "all standard plugins" else {name: False for name in _installed()}
+    plugins: dict[str, Any] = {name: False for name in _installed()}
+    if case == "all standard plugins":
+        plugins = options
+    elif case.startswith("only "):
+        plugins[case[len("only ") :]] = options[case[len("only ") :]]
     trainer = Trainer(data, update, plugins=plugins)
     if case.endswith("handler") or case.endswith("handlers"):
         for _ in range(int(case.split()[0])):
@@ -133,31 +138,41 @@ def visdom_server() -> Iterator[int]:
         server.wait()
 
 
-def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, port: int) -> None:
+def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, port: int, each_plugin: bool) -> None:
     cases = ["nothing attached", "1 handler", "5 handlers", "1 in-code plugin"]
     missing = [name for name in STANDARD if name not in _installed()]
     if not missing:
         cases.append("all standard plugins")
+        if each_plugin:
+            cases.extend(f"only {plugin}" for plugin in STANDARD)
     data, update, objects = workload()
-    samples: dict[str, list[float]] = {case: [] for case in ["bare loop", *cases]}
+    per_iteration: dict[str, list[float]] = {case: [] for case in ["bare loop", *cases]}
+    overheads: dict[str, list[float]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(rounds):
             # Alternating the order spreads any drift of the machine's speed over every case.
-            for case in ["bare loop", *cases][:: 1 if round_ % 2 == 0 else -1]:
-                if case == "bare loop":
-                    for _ in range(epochs):
-                        start = time.perf_counter()
-                        bare_loop(data, update, 1)
-                        samples[case].append(time.perf_counter() - start)
-                else:
-                    samples[case].extend(epoch_seconds(case, data, update, plugin_options(objects, folder, port), epochs))
-    bare = statistics.median(samples["bare loop"]) / len(data) * 1e6
-    print(f"\n({name}) {len(data)} iterations an epoch, median epoch of {rounds} runs x {epochs} epochs")
+            for case in cases[:: 1 if round_ % 2 == 0 else -1]:
+                # Each case is paired with a bare loop run just before it: the machine's speed
+                # drifts by a few percent over seconds here, as much as the overheads measured.
+                bare_epochs = []
+                for _ in range(epochs):
+                    start = time.perf_counter()
+                    bare_loop(data, update, 1)
+                    bare_epochs.append(time.perf_counter() - start)
+                bare = statistics.median(bare_epochs) / len(data)
+                per = statistics.median(epoch_seconds(case, data, update, plugin_options(objects, folder, port), epochs)) / len(data)
+                per_iteration["bare loop"].append(bare)
+                per_iteration[case].append(per)
+                overheads[case].append(per - bare)
+    bare = statistics.median(per_iteration["bare loop"]) * 1e6
+    print(f"\n({name}) {len(data)} iterations an epoch; medians over {rounds} rounds of (run of {epochs} epochs")
+    print("minus the bare loop's run just before it)")
     print(f"{'case':<24}{'us/iteration':>14}{'overhead us':>13}{'overhead %':>12}")
     print(f"{'bare loop':<24}{bare:>14.3f}")
     for case in cases:
-        per = statistics.median(samples[case]) / len(data) * 1e6
-        print(f"{case:<24}{per:>14.3f}{per - bare:>13.3f}{(per - bare) / bare * 100:>11.1f}%")
+        per = statistics.median(per_iteration[case]) * 1e6
+        extra = statistics.median(overheads[case]) * 1e6
+        print(f"{case:<24}{per:>14.3f}{extra:>13.3f}{extra / bare * 100:>11.1f}%")
     if missing:
         print(f"(all standard plugins: not measured, missing {', '.join(missing)})")
 
@@ -165,12 +180,16 @@ def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--each-plugin", action="store_true", help="also measure each standard plugin alone")
+    parser.add_argument("--only", choices=["a", "b"], help="measure one workload only")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     with visdom_server() as port:
-        measure("a: trivial update", trivial_workload, epochs=100, rounds=arguments.rounds, port=port)
-        measure("b: MLP 64-32-10 SGD step, batch 32", mlp_workload, epochs=4, rounds=arguments.rounds, port=port)
+        if arguments.only in (None, "a"):
+            measure("a: trivial update", trivial_workload, 100, arguments.rounds, port, arguments.each_plugin)
+        if arguments.only in (None, "b"):
+            measure("b: MLP 64-32-10 SGD step, batch 32", mlp_workload, 4, arguments.rounds, port, arguments.each_plugin)
 
 
 if __name__ == "__main__":
