@@ -15,7 +15,9 @@ except ImportError:  # pragma: no cover - numpy is optional
 
 def get_states() -> dict[str, Any]:
     """The states of torch's CPU (and CUDA, when in use), Python's and NumPy's global RNGs."""
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    version, internal, gauss = random.getstate()
+    # Its 625 ints as one tensor: pickled one by one, they made torch.save ~0.3 ms slower.
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": (version, torch.tensor(internal), gauss)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     if numpy is not None:
@@ -29,7 +31,8 @@ def set_states(states: dict[str, Any]) -> None:
     """Restore what :func:`get_states` returned."""
     torch.set_rng_state(states["torch"])
     version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+    # A tuple in states saved before the tensor form.
+    random.setstate((version, tuple(internal.tolist() if isinstance(internal, torch.Tensor) else internal), gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
     if "numpy" in states and numpy is not None:

@@ -189,6 +189,25 @@ def test_history_state_saves_float_runs_as_tensors():
     chunks = state["training_history"]["chunks"]
     assert chunks[0] == [] and isinstance(chunks[1], torch.Tensor) and chunks[1].dtype == torch.float64
     assert state["validation_history"]["chunks"][1] == [(1, "x")]
+    # The run in progress (the last) and Python's RNG state are tensors too: torch.save pickles
+    # lists and tuples item by item, through a Python callback each.
+    assert torch.equal(chunks[2], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert isinstance(state["rng"]["python"][1], torch.Tensor) and state["rng"]["python"][1].shape == (625,)
+
+
+def test_a_state_in_the_earlier_list_and_tuple_form_still_loads():
+    trainer = Trainer([1, 2, 3], lambda b: float(b))
+    trainer.run(2)
+    state = trainer.state_dict()
+    state["training_history"]["chunks"][-1] = state["training_history"]["chunks"][-1].tolist()
+    version, internal, gauss = state["rng"]["python"]
+    state["rng"]["python"] = (version, tuple(internal.tolist()), gauss)
+    expected = [random.random() for _ in range(3)]
+    resumed = Trainer([1, 2, 3], lambda b: float(b))
+    resumed.load_state_dict(state)  # at an epoch's end: Python's RNG is restored now
+    assert [random.random() for _ in range(3)] == expected
+    resumed.run(3)
+    assert list(resumed.training_history) == [1.0, 2.0, 3.0] * 3
 
 
 def test_a_resume_cut_before_its_saved_point_is_still_pending_for_the_next_run():
