@@ -24,7 +24,7 @@ import queue
 import re
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 import torch
 
@@ -120,9 +120,13 @@ def _fsync_directory(dirname: str) -> None:
         os.close(fd)
 
 
+def _serialize_into(payload: Any, file: BinaryIO) -> None:
+    torch.save(payload, file)
+
+
 def _serialized(payload: Any) -> memoryview:
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    _serialize_into(payload, buffer)
     return buffer.getbuffer()
 
 
@@ -165,11 +169,16 @@ def _snapshot(value: Any) -> Any:
 
 
 def _atomic_write(data: Any, path: str) -> None:
+    """Write ``data`` (serialized bytes, or a state to serialize straight into the file: no
+    second copy of a large state in memory) to ``path`` atomically and durably."""
     dirname = os.path.dirname(path) or "."
     temporary = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{os.getpid()}{_TEMPORARY_SUFFIX}")
     try:
         with open(temporary, "wb") as file:
-            file.write(data)
+            if isinstance(data, memoryview):
+                file.write(data)
+            else:
+                _serialize_into(data, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -214,7 +223,7 @@ class _BackgroundWriter:
         while (job := self._jobs.get()) is not None:
             payload, path, done, written = job
             try:
-                _atomic_write(payload if isinstance(payload, memoryview) else _serialized(payload), path)
+                _atomic_write(payload, path)
                 done()
             except BaseException as error:  # handed to the training thread by wait()
                 self._error = error

@@ -654,15 +654,15 @@ def _serializing_threads(monkeypatch, release: threading.Event | None = None) ->
     import ignite_checkpoint
 
     threads: list[str] = []
-    real = ignite_checkpoint._serialized
+    real = ignite_checkpoint._serialize_into
 
-    def serialized(payload):
+    def serialize_into(payload, file):
         threads.append(threading.current_thread().name)
         if release is not None:
             assert release.wait(60), "the test never released the writer"
-        return real(payload)
+        real(payload, file)
 
-    monkeypatch.setattr(ignite_checkpoint, "_serialized", serialized)
+    monkeypatch.setattr(ignite_checkpoint, "_serialize_into", serialize_into)
     return threads
 
 
