@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 
+import ignite_tensorboard
 import pytest
 import torch
 from ignite_tensorboard import DEFAULT_LOG_EVERY, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from ignite import PluginError, Trainer, TrainingEvents
 from ignite._plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, installed_plugin_names
@@ -184,7 +190,9 @@ def test_an_epoch_cut_short_by_terminate_logs_no_stale_validation_mean(tmp_path)
     assert [step for step, _ in events["validation/mean"]] == [1]  # epoch 2 skipped its validation
 
 
-def test_writer_is_closed_and_flushed_when_training_raises(tmp_path):
+def test_training_that_raises_leaves_every_value_written_before_it_readable_and_the_file_closed(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     writers = []
 
     def update(batch):
@@ -193,20 +201,54 @@ def test_writer_is_closed_and_flushed_when_training_raises(tmp_path):
         return float(batch)
 
     trainer = Trainer(
-        list(range(10)), update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 2, "flush_secs": 3600}}
+        list(range(5)),
+        lambda batch: update(batch + 5 * (trainer.current_epoch - 1)),
+        validation_data=[2.0],
+        validation_update_function=lambda batch: batch,
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "flush_secs": 3600, "optimizer": optimizer}},
     )
     trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_STARTED, lambda t: writers.append(plugin_of(t)._writer))
     with pytest.raises(RuntimeError, match="boom at batch 7"):
-        trainer.run(1)
-    (writer,) = writers
-    assert writer is not None and writer.all_writers is None  # SummaryWriter.close() ran
+        trainer.run(3)
+    (writer, same) = writers  # one file for the run
+    assert same is writer and writer.closed
     assert plugin_of(trainer)._writer is None
-    # flush_secs=3600: only the close can have put these on disk.
-    assert close_to(read_events(tmp_path)["training/iteration"], [(2, 1.0), (4, 3.0), (6, 5.0)])
+    events = read_events(tmp_path)
+    # flush_secs=3600: epoch 1's end flushed its series, only the close can have put 6 and 7 on disk.
+    assert close_to(events["training/iteration"], [(step, float(step - 1)) for step in range(1, 8)])
+    assert close_to(events["training/epoch_mean"], [(1, 2.0)])
+    assert close_to(events["validation/mean"], [(1, 2.0)])
+    assert close_to(events["lr"], [(1, 0.5)])
+
+
+def test_a_failure_to_close_is_logged_and_the_run_s_own_exception_propagates(tmp_path, caplog):
+    def update(batch):
+        if batch == 2:
+            raise RuntimeError("the run's own error")
+        return float(batch)
+
+    def break_close(t):
+        def fail():
+            raise OSError("disk gone")
+
+        plugin_of(t)._writer.close = fail
+
+    trainer = Trainer([0, 1, 2], update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}})
+    trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_STARTED, break_close)
+    with caplog.at_level(logging.ERROR, logger="ignite.tensorboard"), pytest.raises(RuntimeError, match="own error"):
+        trainer.run(1)
+    (record,) = [record for record in caplog.records if record.name == "ignite.tensorboard"]
+    assert record.getMessage() == f"Could not close the TensorBoard event file in {tmp_path}"
+    assert isinstance(record.exc_info[1], OSError)
+    assert plugin_of(trainer)._writer is None
 
 
 def test_a_second_run_continues_in_the_same_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # Each run writes a new file; TensorBoard reads a folder's files in name order. Two files of
+    # the same second differ only in the unpadded per-process number (tensorboard's convention),
+    # so ".10" would sort before ".9": start the count at 0 for a deterministic order.
+    monkeypatch.setattr(ignite_tensorboard, "_file_numbers", itertools.count())
     trainer = Trainer([1.0, 2.0], float_update, plugins={"tensorboard": {"log_every": 1}})
     trainer.run(1)
     first_dir = plugin_of(trainer).log_dir
@@ -290,26 +332,130 @@ def test_importing_and_constructing_does_not_import_tensorboard():
     assert result.stdout.strip() == "[]"
 
 
-def test_values_are_handed_to_the_writer_in_batches_and_none_is_lost(tmp_path):
-    pending_sizes: list[int] = []
-    trainer = Trainer(list(range(250)), float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}})
-    trainer.add_event_handler(
-        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: pending_sizes.append(len(plugin_of(t)._pending))
-    )
-    trainer.run(1)
-    assert max(pending_sizes) == 99 and pending_sizes[100] == 0  # handed over at the 100th value
-    history = trainer.training_history
-    assert close_to(read_events(tmp_path)["training/iteration"], [(step, history[step - 1]) for step in range(1, 251)])
-
-
-def test_values_older_than_flush_secs_are_handed_over_at_once(tmp_path):
-    pending_sizes: list[int] = []
+def test_an_epoch_s_series_are_on_disk_while_the_next_epoch_runs(tmp_path):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    seen: list[dict[str, list[tuple[int, float]]]] = []
     trainer = Trainer(
-        list(range(5)), float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "flush_secs": 1e-9}}
+        list(range(4)),
+        float_update,
+        validation_data=[1.0, 3.0],
+        validation_update_function=lambda batch: batch,
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 2, "flush_secs": 3600, "optimizer": optimizer}},
     )
     trainer.add_event_handler(
-        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: pending_sizes.append(len(plugin_of(t)._pending))
+        TrainingEvents.EPOCH_STARTED, lambda t: seen.append(read_events(tmp_path)) if t.current_epoch == 2 else None
     )
+    trainer.run(2)
+    (during_epoch_2,) = seen
+    # flush_secs=3600 and a few hundred bytes: only the flush at epoch 1's end put these on disk.
+    assert close_to(during_epoch_2["training/iteration"], [(2, float_update(1)), (4, float_update(3))])
+    assert close_to(during_epoch_2["training/epoch_mean"], [(1, trainer.training_history.run_mean(0))])
+    assert close_to(during_epoch_2["validation/mean"], [(1, 2.0)])
+    assert close_to(during_epoch_2["lr"], [(1, 0.3)])
+    assert [step for step, _ in read_events(tmp_path)["training/epoch_mean"]] == [1, 2]
+
+
+def test_a_logged_iteration_flushes_once_flush_secs_have_passed(tmp_path, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(ignite_tensorboard, "_clock", lambda: now[0])
+    # The clock at each iteration; the last flush was at the start (100.0).
+    clock_at = {1: 100.0, 2: 109.9, 3: 110.0, 4: 115.0, 5: 119.9, 6: 120.0}
+    on_disk: list[list[int]] = []
+
+    def steps_on_disk(t):
+        return [step for step, _ in read_events(tmp_path).get("training/iteration", [])]
+
+    trainer = Trainer(
+        list(range(6)), float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "flush_secs": 10}}
+    )
+
+    def iteration_started(t):
+        on_disk.append(steps_on_disk(t))  # after the plugin's hook of the previous iteration
+        now[0] = clock_at[t.current_iteration]
+
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_STARTED, iteration_started)
+    # After the last iteration, before the flush at EPOCH_COMPLETED.
+    trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: on_disk.append(steps_on_disk(t)))
     trainer.run(1)
-    assert pending_sizes == [0, 0, 0, 0, 0]
-    assert [step for step, _ in read_events(tmp_path)["training/iteration"]] == [1, 2, 3, 4, 5]
+    assert on_disk == [
+        [],  # before iteration 1
+        [],  # after 1 (at 100.0)
+        [],  # after 2 (9.9 s after the flush at the start)
+        [1, 2, 3],  # after 3: 10 s, flushed
+        [1, 2, 3],  # after 4 (5 s after that flush)
+        [1, 2, 3],  # after 5 (9.9 s)
+        [1, 2, 3, 4, 5, 6],  # after 6: 10 s, flushed
+    ]
+
+
+def test_the_plugin_starts_no_thread(tmp_path):
+    trainer = Trainer(
+        list(range(6)),
+        float_update,
+        validation_data=[1.0],
+        validation_update_function=lambda batch: batch,
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "flush_secs": 1e-9}},
+    )
+    before = set(threading.enumerate())
+    during: list[set[threading.Thread]] = []
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: during.append(set(threading.enumerate()))
+    )
+    trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: during.append(set(threading.enumerate())))
+    trainer.run(2)
+    assert len(during) == 14 and plugin_of(trainer)._writer is None
+    assert all(threads == before for threads in during)
+    assert len(read_events(tmp_path)["training/iteration"]) == 12
+
+
+def test_event_file_name_and_first_record_follow_tensorboard_s_convention(tmp_path):
+    trainer = Trainer([1.0, 2.0], float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}})
+    at_start: list[list[str]] = []
+
+    def first_records(t):
+        (name,) = os.listdir(tmp_path)
+        at_start.append([event.file_version for event in LegacyEventFileLoader(str(tmp_path / name)).Load()])
+
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_EPOCH_STARTED, lambda t: first_records(t) if t.current_epoch == 1 else None
+    )
+    started = time.time()
+    trainer.run(1)
+    assert at_start == [["brain.Event:2"]]  # on disk as soon as the file is created
+    trainer.run(2)  # a second run: a second file, the next number
+    ended = time.time()
+    names = sorted(os.listdir(tmp_path), key=lambda name: int(name.rsplit(".", 1)[1]))
+    pattern = rf"events\.out\.tfevents\.(\d{{10}})\.{re.escape(socket.gethostname())}\.{os.getpid()}\.(\d+)"
+    matches = [re.fullmatch(pattern, name) for name in names]
+    assert len(names) == 2 and all(matches), names
+    for match in matches:
+        assert int(started) <= int(match[1]) <= ended
+    assert int(matches[1][2]) > int(matches[0][2])
+    for name in names:
+        events = list(LegacyEventFileLoader(str(tmp_path / name)).Load())  # checks every record's CRCs
+        first = events[0]
+        assert first.file_version == "brain.Event:2" and started <= first.wall_time <= ended
+        assert not first.HasField("summary")
+        assert [event.step for event in events[1:]] == ([1, 2, 1] if name == names[0] else [3, 4, 2])
+
+
+def test_a_scalar_is_encoded_as_summary_writer_add_scalar_encodes_it(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    values = [0.1, -3, 1e-30, float("nan"), float("inf"), 2.0**100]
+    writer = SummaryWriter(log_dir=str(tmp_path / "torch"))
+    for step, value in enumerate(values):
+        writer.add_scalar("training/iteration/loss", value, step, walltime=1234.5 + step)
+    writer.close()
+    os.makedirs(tmp_path / "ours")
+    ours = ignite_tensorboard._EventFile(str(tmp_path / "ours"))
+    for step, value in enumerate(values):
+        ours.scalar("training/iteration/loss", float(value), step, 1234.5 + step)
+    ours.close()
+
+    def records(folder):
+        (name,) = os.listdir(folder)
+        return [event.SerializeToString() for event in LegacyEventFileLoader(str(folder / name)).Load()][1:]
+
+    assert len(records(tmp_path / "ours")) == len(values)
+    assert records(tmp_path / "ours") == records(tmp_path / "torch")
