@@ -4,9 +4,10 @@
 
 Trains a 64-32-10 MLP with SGD on one fixed batch of 32 (so the data loader costs nothing),
 alternating runs without and with the plugin, and prints the best (minimum over repeats) CPU
-us/iteration of the iteration loop of each (opening and closing the writer, once per run, are
-not counted) and the difference. CPU time of the whole process counts SummaryWriter's
-background thread too, and is steadier than wall time on a shared machine.
+us/iteration of the iteration loop of each (opening and closing the event file, once per run,
+are not counted) and the difference. The plugin writes synchronously on the training thread (no
+background thread); CPU time of the whole process is steadier than wall time on a shared
+machine, and would also count any other thread's work.
 
 A difference under ~1 us/iteration is within the noise of a busy machine, so the script also
 measures the two parts of the cost separately and adds them up for each log_every: an
