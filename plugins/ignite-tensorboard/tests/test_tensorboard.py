@@ -118,30 +118,31 @@ def test_dict_outputs_and_dict_validation_means(tmp_path):
     assert close_to(events["validation/mean/loss"], [(epoch, 4.0) for epoch in (1, 2, 3)])
 
 
-class CountingDict(dict):
-    """An output that counts how often its numbers are read (a dict subclass is stored as is)."""
-
-    reads = 0
-
-    def items(self):
-        CountingDict.reads += 1
-        return super().items()
-
-
-def test_only_every_log_every_th_output_is_read(tmp_path):
-    CountingDict.reads = 0
+def test_only_every_log_every_th_output_is_read(tmp_path, monkeypatch):
+    read: list[float] = []  # the outputs the plugin turns into numbers (no .item() on the others)
+    real = ignite_tensorboard.scalars
+    monkeypatch.setattr(ignite_tensorboard, "scalars", lambda output: read.append(output["loss"]) or real(output))
     trainer = Trainer(
         list(range(20)),
-        lambda batch: CountingDict(loss=float(batch)),
+        lambda batch: {"loss": float(batch)},
         plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 5}},
     )
-    reads_before_means: list[int] = []
+    trainer.run(1)
+    assert read == [4.0, 9.0, 14.0, 19.0]  # iterations 5, 10, 15, 20 out of 20
+    assert read_events(tmp_path)["training/iteration/loss"] == [(5, 4.0), (10, 9.0), (15, 14.0), (20, 19.0)]
+
+
+def test_logged_outputs_are_written_in_batches_and_none_is_lost(tmp_path):
+    batch = ignite_tensorboard._BATCH
+    trainer = Trainer(list(range(2 * batch + 10)), float_update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}})
+    kept: list[int] = []
     trainer.add_event_handler(
-        TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: reads_before_means.append(CountingDict.reads)
+        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: kept.append(len(plugin_of(t)._pending))
     )
     trainer.run(1)
-    assert reads_before_means == [4]  # iterations 5, 10, 15, 20 out of 20
-    assert [step for step, _ in read_events(tmp_path)["training/iteration/loss"]] == [5, 10, 15, 20]
+    # Kept until a batch is full, then written: memory stays bounded in a long epoch.
+    assert max(kept) == batch - 1 and kept[batch] == 0  # kept[i]: before iteration i + 1
+    assert [step for step, _ in read_events(tmp_path)["training/iteration"]] == list(range(1, 2 * batch + 11))
 
 
 def test_learning_rates_per_epoch_before_the_end_of_epoch_scheduler_step(tmp_path):
