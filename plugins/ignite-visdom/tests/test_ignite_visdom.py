@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List
 
 import numpy
@@ -281,9 +282,86 @@ def test_the_training_thread_does_no_network_io(only_visdom: None, visdom_server
         seen = list(_connects)
     finally:
         _connects = None
-    assert seen, "the plugin made no connection at all"
-    assert set(seen) == {THREAD_NAME}
+    # One kept-alive connection, from the sender thread, for every request of the run (the env,
+    # the iteration, epoch-mean and validation series).
+    assert seen == [THREAD_NAME]
     assert len(plotted(visdom_server, "test_io", "training/iteration")["x"]) == 12
+    assert windows(visdom_server, "test_io") >= {"training/iteration", "training/epoch_mean", "validation/mean"}
+
+
+class _StubHandler(BaseHTTPRequestHandler):
+    """Answers every POST with ``server.status``; with ``server.drop``, closes the connection
+    after answering while the answer promised to keep it open (as a server that timed out an
+    idle keep-alive connection does). Records (connection number, path) of each request."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1  # type: ignore[attr-defined]
+        self.number = self.server.connections  # type: ignore[attr-defined]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.requests.append((self.number, self.path))  # type: ignore[attr-defined]
+        body = b'"window"'
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = self.server.drop  # type: ignore[attr-defined]
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stub_server() -> Iterator[ThreadingHTTPServer]:
+    """A plain HTTP server on loopback, for failures a real Visdom server does not produce on
+    demand (an HTTP error, a dropped keep-alive connection)."""
+    server = ThreadingHTTPServer((HOST, 0), _StubHandler)
+    server.status, server.drop, server.requests, server.connections = 200, False, [], 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_http_error_warns_once_naming_the_status(
+    only_visdom: None, stub_server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub_server.status = 500  # type: ignore[attr-defined]
+    port = stub_server.server_address[1]
+    trainer = Trainer([1.0, 2.0], lambda batch: batch, plugins={"visdom": {"server": SERVER_URL, "port": port}})
+    with caplog.at_level(logging.WARNING):
+        trainer.run(max_epochs=2)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and "HTTP 500 Internal Server Error for /env/main" in logged[0], logged
+    assert stub_server.requests == [(1, "/env/main")]  # type: ignore[attr-defined]  # then quiet
+
+
+def test_a_keep_alive_connection_the_server_dropped_is_reopened(
+    only_visdom: None, stub_server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub_server.drop = True  # type: ignore[attr-defined]
+    port = stub_server.server_address[1]
+    trainer = Trainer(
+        [1.0, 2.0],
+        lambda batch: batch,
+        plugins={"visdom": {"server": SERVER_URL, "port": port, "log_every": 1}},
+    )
+    with caplog.at_level(logging.WARNING):
+        trainer.run(max_epochs=2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    requests = stub_server.requests  # type: ignore[attr-defined]
+    # The env, then one request per series (iteration values, epoch means), each on a new
+    # connection since the previous one was dropped; none lost.
+    assert [path for _, path in requests] == ["/env/main", "/events", "/events"]
+    assert [number for number, _ in requests] == [1, 2, 3]
 
 
 def test_unreachable_server_warns_once_and_training_completes(
