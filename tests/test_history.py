@@ -93,3 +93,23 @@ def test_values_before_any_run_are_kept():
     history.start_run()
     history.append(2.0)
     assert list(history) == [1.0, 2.0] and history.run() == [2.0] and history.num_runs == 1
+
+
+def test_run_means_follow_appends_new_runs_and_loaded_states():
+    history = History()
+    history.start_run()
+    history.append(1.0)
+    history.append(3.0)
+    means = history.run_means()
+    means[""] = -1.0  # the caller's copy: the next answer is not affected
+    assert history.run_means() == {"": 2.0}
+    history.append(5.0)
+    assert history.run_means() == {"": 3.0}
+    history.start_run()  # the finished run is compacted; its means stay the same
+    history.append((2.0, 4.0))
+    assert history.run_means() == {"0": 2.0, "1": 4.0} and history.run_means(0) == {"": 3.0}
+    other = History()
+    other.start_run()
+    other.append(10.0)
+    history.load_state_dict(other.state_dict())
+    assert history.run_means() == {"": 10.0}
