@@ -490,20 +490,20 @@ def test_autoloaded_with_defaults_from_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("VISDOM_PORT", str(visdom_server))
     others = {name: False for name in installed_plugin_names() if name != "visdom"}
     task = Regression()
-    trainer = Trainer(task.train, task.update, plugins=others)
+    trainer = Trainer(task.train * 20, task.update, plugins=others)  # 120 iterations an epoch
     plugin = trainer.plugins["visdom"]
     assert isinstance(plugin, VisdomLogger)
     assert (plugin.server, plugin.port, plugin.env, plugin.log_every, plugin.optimizer, plugin.flush_timeout) == (
         SERVER_URL,
         visdom_server,
         "main",
-        10,
+        100,
         None,
         5.0,
     )
     trainer.run(max_epochs=2)
     history = trainer.training_history
-    assert plotted(visdom_server, "main", "training/iteration") == {"x": [10.0], "y": [history[9]]}
+    assert plotted(visdom_server, "main", "training/iteration") == {"x": [100.0, 200.0], "y": [history[99], history[199]]}
     assert plotted(visdom_server, "main", "training/epoch_mean")["y"] == [history.run_mean(0), history.run_mean(1)]
 
 
