@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
-__all__ = ["TrainingEvents"]
+__all__ = ["PeriodicEvent", "TrainingEvents"]
 
 
 class TrainingEvents(enum.Enum):
@@ -71,3 +72,33 @@ class TrainingEvents(enum.Enum):
     def opens_scope(self) -> bool:
         """True for the events at which plugin hooks run before ad-hoc handlers."""
         return self.value.endswith(("_started", "_starting"))
+
+    def every(self, n: int) -> PeriodicEvent:
+        """This event, for a handler to be called only when the trainer's counter is a
+        multiple of ``n``: ``current_iteration`` for the TRAINING_ITERATION_* events,
+        ``current_epoch`` for the epoch and validation-run events. For example
+        ``trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED.every(100), log)``.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{self.name}.every(n): n must be a positive int; got {n!r}")
+        if self not in _PERIODIC:
+            raise ValueError(
+                f"{self.name}.every(n): only the training-iteration events (counted by current_iteration) and the "
+                "epoch and validation-run events (counted by current_epoch) can be filtered; attach the handler to "
+                f"{self.name} itself and filter inside it"
+            )
+        return PeriodicEvent(self, n)
+
+
+@dataclass(frozen=True)
+class PeriodicEvent:
+    """What :meth:`TrainingEvents.every` returns: ``event``, for handlers called every
+    ``every``-th time (when the counter is a multiple of it)."""
+
+    event: TrainingEvents
+    every: int
+
+
+_PERIODIC = frozenset(
+    event for event in TrainingEvents if event.name.startswith(("TRAINING_ITERATION", "EPOCH", "TRAINING_EPOCH"))
+) | {TrainingEvents.VALIDATION_STARTING, TrainingEvents.VALIDATION_COMPLETED}
