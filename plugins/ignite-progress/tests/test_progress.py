@@ -131,19 +131,37 @@ def counting_trainer(output: io.StringIO, refresh_every: int, positions: list[in
     return trainer
 
 
-def test_fast_iterations_advance_the_bar_every_refresh_every_and_read_the_output_rarely(monkeypatch):
-    fake_clock(monkeypatch, 1e-6)  # 1 us a clock reading: refresh_every iterations take far less than 0.1 s
+def test_fast_iterations_move_the_bar_only_at_the_epoch_end_within_0_1_s(monkeypatch):
+    fake_clock(monkeypatch, 1e-6)  # 1 us a clock reading: the whole epoch takes far less than 0.1 s
     CountingDict.reads = 0
     positions: list[int] = []
     output = io.StringIO()
     trainer = counting_trainer(output, 5, positions)
     trainer.run(1)
-    # The first iteration measures the rate; then every 5th.
-    assert positions == [0, 1, 1, 1, 1, 1, 6, 6, 6, 6, 6, 11, 11, 11, 11, 11, 16, 16, 16, 16, 16]
-    # The output is read at the first stride, then not again within 0.1 s; and at the epoch's end.
-    assert CountingDict.reads == 1 + 1
+    # tqdm would not redraw within 0.1 s: the bar is moved, and the output read, at the
+    # epoch's end only.
+    assert positions == [0] * 21
+    assert CountingDict.reads == 1
     (line,) = screen(output.getvalue())
     assert line.startswith("Epoch 1/1: 100%") and "20/20" in line and line.endswith("train/loss=19]"), line
+
+
+def test_the_bar_moves_once_0_1_s_has_passed_looking_every_stride(monkeypatch):
+    fake_clock(monkeypatch, 1 / 32)  # each look at the clock: 31.25 ms later (exact in binary)
+    CountingDict.reads = 0
+    positions: list[int] = []
+    output = io.StringIO()
+    trainer = counting_trainer(output, 5, positions)
+    trainer.run(1)
+    # The trainer calls the plugin at multiples of its stride, which follows the rate: after
+    # iteration 1 (rate unknown: next at 3), 3 and 4 (strides of 4 while 5 iterations looked
+    # longer than 0.1 s), then 8, 10, 15 and 20 (every 5th). The bar moves, and the output is
+    # read, once 0.1 s has passed since the bar last moved: at 8 (0.125 s), not at 10, 15 or
+    # 20 (0.03-0.09 s after); and at the epoch's end.
+    assert positions == [0] * 8 + [8] * 13
+    assert CountingDict.reads == 2
+    (line,) = screen(output.getvalue())
+    assert "20/20" in line, line
 
 
 def test_slow_iterations_advance_the_bar_and_read_the_output_every_iteration(monkeypatch):
