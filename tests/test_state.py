@@ -182,24 +182,27 @@ def test_state_taken_before_a_loaded_mid_epoch_state_is_reached_is_that_state():
     assert resumed.training_history == first.training_history
 
 
-def test_history_state_saves_float_runs_as_tensors():
+def test_history_state_saves_float_runs_in_one_tensor():
     trainer = Trainer([1, 2, 3], lambda b: float(b), validation_data=[(1, "x")], validation_update_function=lambda b: b)
     trainer.run(2)
     state = trainer.state_dict()
-    chunks = state["training_history"]["chunks"]
-    assert chunks[0] == [] and isinstance(chunks[1], torch.Tensor) and chunks[1].dtype == torch.float64
-    assert state["validation_history"]["chunks"][1] == [(1, "x")]
-    # The run in progress (the last) and Python's RNG state are tensors too: torch.save pickles
-    # lists and tuples item by item, through a Python callback each.
-    assert torch.equal(chunks[2], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    # Every float run, the run in progress (the last) included, in one float64 tensor; the
+    # chunks give each run's count, or its list: torch.save pickles lists and tuples item by
+    # item, through a Python callback each, and costs more per tensor than per value.
+    training = state["training_history"]
+    assert training["chunks"] == [[], 3, 3]
+    assert torch.equal(training["floats"], torch.tensor([1.0, 2.0, 3.0] * 2, dtype=torch.float64))
+    assert state["validation_history"]["chunks"] == [[], [(1, "x")], [(1, "x")]]
+    assert state["validation_history"]["floats"].numel() == 0
     assert isinstance(state["rng"]["python"][1], torch.Tensor) and state["rng"]["python"][1].shape == (625,)
 
 
-def test_a_state_in_the_earlier_list_and_tuple_form_still_loads():
+def test_a_state_in_the_earlier_tensor_list_and_tuple_form_still_loads():
     trainer = Trainer([1, 2, 3], lambda b: float(b))
     trainer.run(2)
     state = trainer.state_dict()
-    state["training_history"]["chunks"][-1] = state["training_history"]["chunks"][-1].tolist()
+    # The earlier form: a tensor per finished float run, the run in progress a list.
+    state["training_history"] = {"chunks": [[], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), [1.0, 2.0, 3.0]]}
     version, internal, gauss = state["rng"]["python"]
     state["rng"]["python"] = (version, tuple(internal.tolist()), gauss)
     expected = [random.random() for _ in range(3)]
