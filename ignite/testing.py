@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["run_ranks"]
+__all__ = ["GLOO_TEARDOWN_ABORT", "is_gloo_teardown_abort", "run_ranks"]
+
+#: What a rank prints when gloo aborts it while process groups are torn down, its work done:
+#: ~5% of two-rank runs on the development machine (torch 2.13, 2 cores), before and after
+#: ``destroy_process_group()`` returns, whatever the script did before.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def is_gloo_teardown_abort(returncode: int | None, output: str) -> bool:
+    """Whether a process ended in gloo's teardown abort (SIGABRT, with the C++ runtime's
+    message), which says nothing about the test: launchers run the job once more."""
+    return returncode == -signal.SIGABRT and GLOO_TEARDOWN_ABORT in output
 
 
 def run_ranks(
@@ -25,8 +37,30 @@ def run_ranks(
     init_method=f"file://{folder}/store", rank=rank, world_size=world_size)``, and writes its
     results into ``folder``. Collectives go over loopback only and plugin autoload is off
     (name the plugins in ``plugins=``). A rank still running after ``timeout`` seconds (a
-    hang) is killed; any rank's failure raises AssertionError with every rank's output.
+    hang) is killed; any rank's failure raises AssertionError with every rank's output. A run
+    in which the only failures are gloo's teardown abort (see :func:`is_gloo_teardown_abort`)
+    is run once more, after removing ``folder/store``.
     """
+    for attempt in range(2):
+        codes, outputs = _launch(script, folder, world_size, timeout, env)
+        failed = [rank for rank, code in enumerate(codes) if code]
+        if not failed:
+            return outputs
+        if attempt == 0 and all(is_gloo_teardown_abort(codes[rank], outputs[rank]) for rank in failed):
+            Path(folder, "store").unlink(missing_ok=True)  # a FileStore must not be reused
+            continue
+        break
+    shown = "\n".join(f"--- rank {rank} (exit code {code})\n{outputs[rank]}" for rank, code in enumerate(codes))
+    raise AssertionError(f"{script}: not every rank succeeded\n{shown}")
+
+
+def _launch(
+    script: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
+    world_size: int,
+    timeout: float,
+    env: Mapping[str, str] | None,
+) -> tuple[list[int | None], list[str]]:
     environment = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "IGNITE_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}
     processes = [
         subprocess.Popen(
@@ -49,8 +83,4 @@ def run_ranks(
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    codes = [process.returncode for process in processes]
-    if any(codes):
-        shown = "\n".join(f"--- rank {rank} (exit code {code})\n{outputs[rank]}" for rank, code in enumerate(codes))
-        raise AssertionError(f"{script}: not every rank succeeded\n{shown}")
-    return outputs
+    return [process.returncode for process in processes], outputs

@@ -38,3 +38,50 @@ def test_a_failing_rank_is_reported_with_every_output(tmp_path):
     script.write_text(textwrap.dedent(SCRIPT))
     with pytest.raises(AssertionError, match=r"(?s)rank 0 \(exit code 0\).*rank 0 started.*rank 1 \(exit code 1\).*rank 1 gives up"):
         run_ranks(script, folder)
+
+
+ABORTING = """
+    import os, sys
+    from pathlib import Path
+
+    # gloo's teardown abort cannot be caused on demand: this script ends the way it does (the
+    # C++ runtime's message, then SIGABRT) on rank 1 of the first ATTEMPTS attempts.
+    rank, folder = int(sys.argv[1]), Path(sys.argv[3])
+    attempts = int((folder / "attempts").read_text())
+    first = not (folder / f"seen{rank}").exists()
+    (folder / f"seen{rank}").write_text("")
+    if rank == 1:
+        assert not (folder / "store").exists(), "the store of the first attempt was left"
+        (folder / "store").write_text("")  # what init_process_group leaves
+        count = len(list(folder.glob("run*"))) + 1
+        (folder / f"run{count}").write_text("")
+        if count <= attempts:
+            print("terminate called without an active exception", file=sys.stderr, flush=True)
+            os.abort()
+    print("done", rank)
+"""
+
+
+@pytest.mark.parametrize("attempts, succeeds", [(1, True), (2, False)])
+def test_a_gloo_teardown_abort_is_run_once_more(tmp_path, attempts, succeeds):
+    script = tmp_path / "aborting.py"
+    script.write_text(textwrap.dedent(ABORTING))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "attempts").write_text(str(attempts))
+    if succeeds:
+        assert [output.strip() for output in run_ranks(script, folder)] == ["done 0", "done 1"]
+    else:
+        with pytest.raises(AssertionError, match=r"(?s)rank 1 \(exit code -6\).*terminate called without"):
+            run_ranks(script, folder)
+    assert len(list(folder.glob("run*"))) == 2  # never a third time
+
+
+def test_other_failures_are_not_run_again(tmp_path):
+    folder = tmp_path / "fail"
+    folder.mkdir()
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent(SCRIPT).replace('print("rank", rank, "started")', 'print("rank", rank, "started"); open(folder + "/run" + str(rank) + str(__import__("os").getpid()), "w")'))
+    with pytest.raises(AssertionError, match="rank 1 gives up"):
+        run_ranks(script, folder)
+    assert len(list(folder.glob("run1*"))) == 1

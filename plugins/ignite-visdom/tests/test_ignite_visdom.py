@@ -22,6 +22,7 @@ import torch
 
 from ignite import PluginError, Trainer, TrainingEvents
 from ignite._plugins import installed_plugin_names
+from ignite.testing import run_ranks
 
 import ignite_visdom
 from ignite_visdom import THREAD_NAME, VisdomLogger
@@ -427,8 +428,9 @@ RANK_SCRIPT = """
 import json, os, sys, threading
 import torch.distributed as dist
 
-rank, server_port, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=2)
+rank, world_size, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+server_port = int(os.environ["VISDOM_TEST_PORT"])
+dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
 connects = []
 sys.addaudithook(lambda event, args: connects.append(event) if event == "socket.connect" else None)
 
@@ -443,8 +445,9 @@ threads = []
 trainer.add_event_handler(TrainingEvents.TRAINING_STARTED,
                           lambda t: threads.append(t.plugins["visdom"].sender_thread is not None))
 trainer.run(max_epochs=2)
-with open(out, "w") as f:
+with open(os.path.join(folder, f"{rank}.json"), "w") as f:
     json.dump({"connects": len(connects), "thread": threads[0]}, f)
+dist.barrier()  # neither rank tears the group down while the other still uses it
 dist.destroy_process_group()
 """
 
@@ -454,24 +457,7 @@ def test_only_rank_0_plots_the_means_reduced_over_ranks(
 ) -> None:
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo")
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(rank), str(visdom_server), str(tmp_path / "store"), str(tmp_path / f"{rank}.json")],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        outputs = [process.communicate(timeout=120)[0] for process in processes]
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
-    assert [process.returncode for process in processes] == [0, 0], outputs
+    run_ranks(script, tmp_path, timeout=120, env={"VISDOM_TEST_PORT": str(visdom_server)})
     rank0, rank1 = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1))
     assert rank0["thread"] is True and rank0["connects"] > 0
     assert rank1 == {"thread": False, "connects": 0}
