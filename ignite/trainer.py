@@ -112,9 +112,13 @@ class _Periodic:
         self.schedule(iteration)
 
 
-def _filtered(call: Callable[..., Any], n: int, counter: str) -> Callable[..., Any]:
-    """``call`` for the events other than TRAINING_ITERATION_COMPLETED: called when the
-    trainer attribute ``counter`` is a multiple of ``n``."""
+def _filtered(handle: EventHandle) -> Callable[..., Any]:
+    """The handle's callable, called only when its event's counter is a multiple of its
+    ``every`` (the events other than TRAINING_ITERATION_COMPLETED, where _Periodic does it)."""
+    call, n = handle._callable(), handle.every
+    if n == 1:
+        return call
+    counter = "current_iteration" if handle.event.name.startswith("TRAINING_ITERATION") else "current_epoch"
 
     def every_nth(trainer: Trainer) -> None:
         if getattr(trainer, counter) % n == 0:
@@ -419,14 +423,10 @@ class Trainer:
                 return call if profiler is None else profiler.wrap(kind, name, event.name, call)
 
             handles = self._handles[index]
+            # At TRAINING_ITERATION_COMPLETED the every(n) handlers go to the dispatcher that
+            # the loop calls only when one is due; elsewhere each filters itself.
             periodic = [handle for handle in handles if handle.every > 1] if index == _TRAIN_COMPLETED else []
-            handlers = [
-                ("handler", handle.name, handle._callable() if handle.every == 1 else _filtered(
-                    handle._callable(), handle.every, "current_iteration" if "ITERATION" in event.name else "current_epoch"
-                ))
-                for handle in handles
-                if handle not in periodic
-            ]
+            handlers = [("handler", handle.name, _filtered(handle)) for handle in handles if handle not in periodic]
             plugin_calls = [("plugin", name, call) for name, call in self._plugin_calls(event)]
             labelled = [*plugin_calls, *handlers] if event.opens_scope else [*handlers, *plugin_calls]
             if index == _TRAIN_COMPLETED:
