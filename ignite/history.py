@@ -165,12 +165,11 @@ class History(Sequence):
         floats = array("d")
         entries: list[int | list[Any]] = []
         for chunk in chunks:
-            compacted = _compacted(chunk) if type(chunk) is list else chunk
-            if type(compacted) is array and compacted:
-                floats += compacted
-                entries.append(len(compacted))
+            if chunk and _all_floats(chunk):
+                floats.extend(chunk)
+                entries.append(len(chunk))
             else:
-                entries.append(list(compacted))
+                entries.append(list(chunk))
         tensor = torch.frombuffer(floats, dtype=torch.float64) if floats else torch.zeros(0, dtype=torch.float64)
         return {"floats": tensor, "chunks": entries}
 

@@ -23,7 +23,7 @@ import http.client
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ignite import EventHandle, TrainingEvents, hookimpl
@@ -142,38 +142,34 @@ class VisdomLogger:
                 TrainingEvents.TRAINING_ITERATION_COMPLETED.every(self.log_every), self._on_training_iteration
             )
 
+    def _queue(self, points: Callable[[], Iterable[Point]]) -> None:
+        """Hand the ``points()`` to this run's sender; not even computed (no ``.item()`` on a
+        quiet run's outputs) once the sender has gone quiet or off rank 0."""
+        sender = self._sender
+        if sender is not None and not sender.quiet:
+            sender.points.extend(points())  # each append atomic: the sender thread pops meanwhile
+
     def _on_training_iteration(self, trainer: Trainer) -> None:
         """Queue the training output (called every ``log_every`` iterations)."""
         iteration = trainer.current_iteration
-        sender = self._sender
-        if sender is None or sender.quiet:
-            return
-        put = sender.points.append
-        for key, value in scalars(trainer.training_history[-1]).items():
-            put((tag("training/iteration", key), iteration, value))
+        output = trainer.training_history[-1]
+        self._queue(
+            lambda: [(tag("training/iteration", key), iteration, value) for key, value in scalars(output).items()]
+        )
 
     @hookimpl
     def ignite_training_epoch_completed(self, trainer: Trainer) -> None:
         means = epoch_means(trainer)  # a collective: every rank calls it
-        sender = self._sender
-        if sender is None or sender.quiet:
-            return
-        epoch, put = trainer.current_epoch, sender.points.append
-        for key, value in means.items():
-            put((tag("training/epoch_mean", key), epoch, value))
+        epoch = trainer.current_epoch
+        self._queue(lambda: [(tag("training/epoch_mean", key), epoch, value) for key, value in means.items()])
         if self.optimizer is not None:
-            for name, rate in learning_rates(self.optimizer).items():
-                put((name, epoch, rate))
+            self._queue(lambda: [(name, epoch, rate) for name, rate in learning_rates(self.optimizer).items()])
 
     @hookimpl
     def ignite_validation_completed(self, trainer: Trainer) -> None:
         means = epoch_means(trainer, validation=True)  # a collective: every rank calls it
-        sender = self._sender
-        if sender is None or sender.quiet:
-            return
-        epoch, put = trainer.current_epoch, sender.points.append
-        for key, value in means.items():
-            put((tag("validation/mean", key), epoch, value))
+        epoch = trainer.current_epoch
+        self._queue(lambda: [(tag("validation/mean", key), epoch, value) for key, value in means.items()])
 
     @hookimpl
     def ignite_training_completed(self, trainer: Trainer) -> None:
