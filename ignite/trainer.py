@@ -461,7 +461,7 @@ class Trainer:
         """
         position = None
         iterations_done = self.current_iteration
-        rng = self._resume["rng"] if self._resume is not None else _rng.get_states()
+        rng = self._resume["rng"] if self._resume is not None else _rng.storable(_rng.get_states())
         if self._resume is not None:
             position = {key: value for key, value in self._resume.items() if key != "rng"}
         elif self._phase == "training":
@@ -470,10 +470,11 @@ class Trainer:
             position = {
                 "phase": "training",
                 "batches_done": batches_done,
-                "start_rng": self._phase_start_rng or _rng.get_states(),
+                "start_rng": _rng.storable(self._phase_start_rng or _rng.get_states()),
             }
         elif self._phase == "validation":
-            position = {"phase": "validation", "batches_done": 0, "start_rng": self._phase_start_rng}
+            start_rng = self._phase_start_rng and _rng.storable(self._phase_start_rng)
+            position = {"phase": "validation", "batches_done": 0, "start_rng": start_rng}
         return {
             "format": _STATE_FORMAT,
             "current_epoch": self.current_epoch,
