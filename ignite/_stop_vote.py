@@ -39,16 +39,24 @@ class StopVote:
     iterations later, on every rank at the same iteration. Phase boundaries (after
     TRAINING_STARTED, at the end of a training epoch's batches and of a validation run, after
     EPOCH_COMPLETED) settle with a blocking vote, so a stop never outlives the epoch's training
-    batches. Every rank must see the same number of training batches per epoch, as
-    DistributedSampler ensures (DDP needs that too). The vote never runs on the exception
-    path: a failing rank exits at once.
+    batches. The vote never runs on the exception path: a failing rank exits at once.
+
+    Every rank must run the same number of training batches per epoch, as DistributedSampler
+    ensures (DDP needs that too): otherwise the ranks' collectives pair up wrongly and the job
+    hangs at its end. So each vote also carries a marker, the batch count + 1 at the end of an
+    epoch's training batches and 0 elsewhere, reduced as (max, max of its negation): when the
+    two differ, a rank's end of epoch met another rank's vote from elsewhere, and every rank
+    that sees it raises ValueError instead of going on.
     """
 
     def __init__(self) -> None:
         self.every = _every()
         # On the default group, in the same order on every rank, so it needs no group (and no
         # group lifetime) of its own; NCCL reduces only tensors on the rank's GPU.
-        self._flag = torch.zeros(1, dtype=torch.int32, device=distributed.reduction_device())
+        device = distributed.reduction_device()
+        # [stop, marker, -marker]; the periodic votes copy one of two ready-made values.
+        self._flag = torch.zeros(3, dtype=torch.int32, device=device)
+        self._votes = {stop: torch.tensor([int(stop), 0, 0], dtype=torch.int32, device=device) for stop in (False, True)}
         self._pending: Any = None
         self.requested = False
 
@@ -56,27 +64,52 @@ class StopVote:
         """Forget a previous run's request; called at the start of run() on every rank."""
         self.requested = False
 
-    def _collect(self) -> bool:
+    def _result(self, trainer: Trainer, batches: int | None) -> bool:
+        stop, most, negated_fewest = self._flag.tolist()
+        if most != -negated_fewest:
+            raise ValueError(_uneven_message(trainer, batches, most - 1, -negated_fewest - 1))
+        return bool(stop)
+
+    def _collect(self, trainer: Trainer) -> bool:
         if self._pending is None:
             return False
         self._pending.wait()
         self._pending = None
-        return bool(self._flag.item())
+        return self._result(trainer, None)
 
     def __call__(self, trainer: Trainer) -> None:
         """The agreement point, every ``every`` iterations: collect the last vote, launch this one."""
         if trainer.current_iteration % self.every:
             return
-        if self._collect():
+        if self._collect(trainer):
             trainer._should_terminate = True
             return
-        self._flag.fill_(1 if self.requested else 0)
+        self._flag.copy_(self._votes[self.requested])
         self._pending = dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, async_op=True)
 
-    def settle(self, trainer: Trainer) -> None:
-        """A blocking agreement point at a phase boundary."""
-        stop = self._collect() or self.requested or trainer._should_terminate
-        self._flag.fill_(1 if stop else 0)
+    def settle(self, trainer: Trainer, batches: int | None = None) -> None:
+        """A blocking agreement point at a phase boundary; ``batches``: the epoch's training
+        batches, at the end of them."""
+        stop = self._collect(trainer) or self.requested or trainer._should_terminate
+        marker = 0 if batches is None else batches + 1
+        self._flag.copy_(torch.tensor([int(stop), marker, -marker], dtype=torch.int32))
         dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
-        if self._flag.item():
+        if self._result(trainer, batches):
             trainer._should_terminate = True
+
+
+def _uneven_message(trainer: Trainer, batches: int | None, most: int, fewest: int) -> str:
+    if batches is None:
+        here = "this rank was still running them when it voted"
+    else:
+        here = f"this rank ran {batches}"
+    if fewest < 0:  # a vote from inside an epoch met the end of another rank's epoch
+        there = "another rank was still running them" if batches is not None else f"another rank ended them after {most}"
+    else:
+        there = f"the ranks ran from {fewest} to {most}"
+    return (
+        f"The ranks ran different numbers of training batches in epoch {trainer.current_epoch} ({here}; {there}). "
+        "Every rank must run as many batches per epoch, or the ranks' collectives (the trainer's stop vote, DDP's "
+        "gradient all-reduce) pair up wrongly and the job hangs: shard the data with DistributedSampler (it pads "
+        "the shares to equal length; drop_last=True drops the rest instead), or give every rank equally long data."
+    )

@@ -571,9 +571,9 @@ class Trainer:
         if not distributed.is_main_process() and logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)  # only rank 0 logs progress; all ranks log problems
 
-    def _agree_on_stop(self) -> None:
+    def _agree_on_stop(self, batches: int | None = None) -> None:
         if self._stop_vote is not None:
-            self._stop_vote.settle(self)
+            self._stop_vote.settle(self, batches)
 
     def _note_plugin_culprit(self, error: BaseException) -> None:
         # Found from the traceback after the fact, so that hooks need no wrapper on the hot path.
@@ -675,7 +675,7 @@ class Trainer:
                         f"training_data yielded no batches in epoch {self.current_epoch}: it must hold at least "
                         "one batch on every pass"
                     )
-        self._agree_on_stop()
+        self._agree_on_stop(batches=len(history.run()))  # also checks that every rank ran as many
         self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
         return completed
 

@@ -357,6 +357,30 @@ def test_an_empty_validation_shard_on_one_rank_reduces_instead_of_hanging(tmp_pa
         assert [means[""] for means in result["reduced_validation_means"]] == [1.5, 1.5]
 
 
+@pytest.mark.parametrize(
+    "case, messages",
+    [
+        ("uneven_ends", ["(this rank ran 10; the ranks ran from 10 to 12)", "(this rank ran 12; the ranks ran from 10 to 12)"]),
+        # Rank 1 raises too when it collects that vote, unless torchrun has ended it first.
+        ("uneven_vote", ["(this rank ran 10; another rank was still running them)"]),
+    ],
+)
+def test_ranks_with_different_batch_counts_fail_with_a_clear_error_instead_of_hanging(
+    tmp_path: Path, case: str, messages: list[str]
+) -> None:
+    # Before the guard, the ranks' votes paired up wrongly and the job hung at its end, when
+    # one rank had launched more collectives than the other.
+    # Votes every 32 iterations, the default: in uneven_ends no vote falls inside an epoch.
+    result = torchrun(tmp_path, case, env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "20", "IGNITE_STOP_VOTE_EVERY": "32"})
+    assert result.returncode != 0, output_of(result)
+    output = result.stdout + result.stderr
+    assert "ValueError: The ranks ran different numbers of training batches in epoch 1" in output, output_of(result)
+    assert "DistributedSampler" in output, output_of(result)
+    for message in messages:
+        assert message in output, output_of(result)
+    assert not list(tmp_path.glob(f"{case}_rank*.json")), "no rank finished its run"
+
+
 # -- resources --------------------------------------------------------------------------------------
 
 
@@ -377,6 +401,6 @@ def test_worker_cases_are_all_exercised() -> None:
     launched = {
         *MAIN_CASES,
         *("early_stopping", "tensorboard", "checkpoint_crash", "checkpoint_resume"),
-        *("crash_update", "crash_epoch", "empty_validation_shard"),
+        *("crash_update", "crash_epoch", "empty_validation_shard", "uneven_ends", "uneven_vote"),
     }
     assert cases == launched

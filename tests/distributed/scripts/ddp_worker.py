@@ -418,6 +418,23 @@ def case_crash_epoch(rank: int, out: str) -> dict:
     return counters(trainer)
 
 
+def _uneven_run(rank: int, batches: list[int]) -> dict:
+    trainer = Trainer([1.0] * batches[rank], lambda batch: batch)
+    trainer.run(max_epochs=3)
+    return counters(trainer)
+
+
+def case_uneven_ends(rank: int, out: str) -> dict:
+    """Rank 0 has 10 training batches, rank 1 12: their epochs' ends meet in the vote."""
+    return _uneven_run(rank, [10, 12])
+
+
+def case_uneven_vote(rank: int, out: str) -> dict:
+    """Rank 0 has 10 training batches, rank 1 40: rank 0's end of epoch meets rank 1's vote at
+    iteration 32."""
+    return _uneven_run(rank, [10, 40])
+
+
 CASES = {name[len("case_") :]: function for name, function in globals().items() if name.startswith("case_")}
 
 
