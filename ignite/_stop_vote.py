@@ -45,8 +45,8 @@ class StopVote:
     ensures (DDP needs that too): otherwise the ranks' collectives pair up wrongly and the job
     hangs at its end. So each vote also carries a marker, the batch count + 1 at the end of an
     epoch's training batches and 0 elsewhere, reduced as (max, max of its negation): when the
-    two differ, a rank's end of epoch met another rank's vote from elsewhere, and every rank
-    that sees it raises ValueError instead of going on.
+    two differ, the ranks did not reach the end of the epoch's training batches together, and
+    every rank that sees it raises ValueError instead of going on.
     """
 
     def __init__(self) -> None:
