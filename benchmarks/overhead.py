@@ -89,9 +89,30 @@ def plugin_options(objects: dict[str, Any], folder: str, visdom_port: int) -> di
     }
 
 
-def epoch_seconds(case: str, data: list[Any], update: Callable[[Any], Any], options: dict[str, Any], epochs: int) -> list[float]:
-    """One run of ``epochs + 1`` epochs; the wall time of each epoch after the first (which
-    pays the one-time costs: plugins import, open writers, start threads, connect)."""
+class UpdateTimer:
+    """Wraps an update function and adds up the time spent inside it (``--split``)."""
+
+    def __init__(self, update: Callable[[Any], Any]) -> None:
+        self.update = update
+        self.inside = 0.0
+
+    def __call__(self, batch: Any) -> Any:
+        start = time.perf_counter()
+        output = self.update(batch)
+        self.inside += time.perf_counter() - start
+        return output
+
+
+def _inside(update: Callable[[Any], Any]) -> float:
+    return update.inside if isinstance(update, UpdateTimer) else 0.0
+
+
+def epoch_seconds(
+    case: str, data: list[Any], update: Callable[[Any], Any], options: dict[str, Any], epochs: int
+) -> list[tuple[float, float]]:
+    """One run of ``epochs + 1`` epochs; for each epoch after the first (which pays the one-time
+    costs: plugins import, open writers, start threads, connect), its wall time and the time
+    spent inside the update function (0 unless ``update`` is an :class:`UpdateTimer`)."""
     plugins: dict[str, Any] = {name: False for name in _installed()}
     if case == "all standard plugins":
         plugins = options
@@ -105,12 +126,12 @@ def epoch_seconds(case: str, data: list[Any], update: Callable[[Any], Any], opti
             trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, handler)
     if case == "1 in-code plugin":
         trainer.register_plugin(OnePlugin(), name="one")
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     # EPOCH_STARTED to EPOCH_STARTED: an epoch's time includes its EPOCH_COMPLETED work.
-    trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: stamps.append(time.perf_counter()))
+    trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: stamps.append((time.perf_counter(), _inside(update))))
     trainer.run(epochs + 1)
-    stamps.append(time.perf_counter())
-    return [end - start for start, end in zip(stamps[1:], stamps[2:])]
+    stamps.append((time.perf_counter(), _inside(update)))
+    return [(end[0] - start[0], end[1] - start[1]) for start, end in zip(stamps[1:], stamps[2:])]
 
 
 def _installed() -> list[str]:
@@ -140,7 +161,9 @@ def visdom_server() -> Iterator[int]:
         server.wait()
 
 
-def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, port: int, each_plugin: bool) -> None:
+def measure(
+    name: str, workload: Callable[[], tuple], epochs: int, rounds: int, port: int, each_plugin: bool, split: bool
+) -> None:
     cases = ["nothing attached", "1 handler", "5 handlers", "1 in-code plugin"]
     missing = [name for name in STANDARD if name not in _installed()]
     if not missing:
@@ -150,8 +173,11 @@ def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, 
         if each_plugin:
             cases.extend(f"only {plugin}" for plugin in STANDARD)
     data, update, objects = workload()
+    if split:
+        update = UpdateTimer(update)
     per_iteration: dict[str, list[float]] = {case: [] for case in ["bare loop", *cases]}
     overheads: dict[str, list[float]] = {case: [] for case in cases}
+    outside_overheads: dict[str, list[float]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(rounds):
             # Alternating the order spreads any drift of the machine's speed over every case.
@@ -160,18 +186,22 @@ def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, 
                 # drifts by a few percent over seconds here, as much as the overheads measured.
                 bare_epochs = []
                 for _ in range(epochs):
-                    start = time.perf_counter()
+                    start, inside = time.perf_counter(), _inside(update)
                     bare_loop(data, update, 1)
-                    bare_epochs.append(time.perf_counter() - start)
-                bare = statistics.median(bare_epochs) / len(data)
-                per = statistics.median(epoch_seconds(case, data, update, plugin_options(objects, folder, port), epochs)) / len(data)
+                    bare_epochs.append((time.perf_counter() - start, _inside(update) - inside))
+                run_epochs = epoch_seconds(case, data, update, plugin_options(objects, folder, port), epochs)
+                bare = statistics.median(wall for wall, _ in bare_epochs) / len(data)
+                per = statistics.median(wall for wall, _ in run_epochs) / len(data)
                 per_iteration["bare loop"].append(bare)
                 per_iteration[case].append(per)
                 overheads[case].append(per - bare)
+                outside = [statistics.median(wall - inside for wall, inside in run) / len(data) for run in (bare_epochs, run_epochs)]
+                outside_overheads[case].append(outside[1] - outside[0])
     bare = statistics.median(per_iteration["bare loop"]) * 1e6
     print(f"\n({name}) {len(data)} iterations an epoch; medians over {rounds} rounds of (run of {epochs} epochs")
     print("minus the bare loop's run just before it)")
-    print(f"{'case':<24}{'us/iteration':>14}{'overhead us':>13}{'overhead %':>12}   middle half of the rounds, us")
+    outside_header = f"{'outside update':>16}" if split else ""
+    print(f"{'case':<24}{'us/iteration':>14}{'overhead us':>13}{'overhead %':>12}{outside_header}   middle half of the rounds, us")
     print(f"{'bare loop':<24}{bare:>14.3f}")
     for case in cases:
         per = statistics.median(per_iteration[case]) * 1e6
@@ -179,7 +209,8 @@ def measure(name: str, workload: Callable[[], tuple], epochs: int, rounds: int, 
         # The spread says how far to trust a figure: rounds differ by more than the smaller overheads.
         first, _, third = statistics.quantiles(overheads[case], n=4) if rounds > 1 else [extra] * 3
         spread = f"{first * 1e6:+.2f} to {third * 1e6:+.2f}"
-        print(f"{case:<24}{per:>14.3f}{extra:>13.3f}{extra / bare * 100:>11.1f}%   {spread}")
+        outside = f"{statistics.median(outside_overheads[case]) * 1e6:>16.3f}" if split else ""
+        print(f"{case:<24}{per:>14.3f}{extra:>13.3f}{extra / bare * 100:>11.1f}%{outside}   {spread}")
     if missing:
         print(f"(all standard plugins: not measured, missing {', '.join(missing)})")
 
@@ -189,14 +220,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--each-plugin", action="store_true", help="also measure each standard plugin alone")
     parser.add_argument("--only", choices=["a", "b"], help="measure one workload only")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also print the overhead outside the update function: the plugins' and the loop's own work, without "
+        "their effect on the update's speed; steadier from run to run than the total. The update function is then "
+        "timed in both loops, which slows both alike",
+    )
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     with visdom_server() as port:
         if arguments.only in (None, "a"):
-            measure("a: trivial update", trivial_workload, 100, arguments.rounds, port, arguments.each_plugin)
+            measure("a: trivial update", trivial_workload, 100, arguments.rounds, port, arguments.each_plugin, arguments.split)
         if arguments.only in (None, "b"):
-            measure("b: MLP 64-32-10 SGD step, batch 32", mlp_workload, 4, arguments.rounds, port, arguments.each_plugin)
+            measure(
+                "b: MLP 64-32-10 SGD step, batch 32", mlp_workload, 4, arguments.rounds, port, arguments.each_plugin, arguments.split
+            )
 
 
 if __name__ == "__main__":
