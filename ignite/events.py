@@ -81,7 +81,7 @@ class TrainingEvents(enum.Enum):
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{self.name}.every(n): n must be a positive int; got {n!r}")
-        if self not in _PERIODIC:
+        if self not in COUNTER:
             raise ValueError(
                 f"{self.name}.every(n): only the training-iteration events (counted by current_iteration) and the "
                 "epoch and validation-run events (counted by current_epoch) can be filtered; attach the handler to "
@@ -99,6 +99,10 @@ class PeriodicEvent:
     every: int
 
 
-_PERIODIC = frozenset(
-    event for event in TrainingEvents if event.name.startswith(("TRAINING_ITERATION", "EPOCH", "TRAINING_EPOCH"))
-) | {TrainingEvents.VALIDATION_STARTING, TrainingEvents.VALIDATION_COMPLETED}
+#: The events that ``every(n)`` can filter, and the trainer attribute each is counted by.
+COUNTER = {
+    event: "current_iteration" if event.name.startswith("TRAINING_ITERATION") else "current_epoch"
+    for event in TrainingEvents
+    if event.name.startswith(("TRAINING_ITERATION", "EPOCH", "TRAINING_EPOCH"))
+    or event in (TrainingEvents.VALIDATION_STARTING, TrainingEvents.VALIDATION_COMPLETED)
+}

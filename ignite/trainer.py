@@ -16,7 +16,7 @@ import torch
 from . import _plugins, _rng, distributed
 from ._profile import Profiler
 from ._stop_vote import StopVote
-from .events import PeriodicEvent, TrainingEvents
+from .events import COUNTER, PeriodicEvent, TrainingEvents
 from .history import History, storable
 
 __all__ = ["EventHandle", "Trainer", "TrainingEvents"]
@@ -118,7 +118,7 @@ def _filtered(handle: EventHandle) -> Callable[..., Any]:
     call, n = handle._callable(), handle.every
     if n == 1:
         return call
-    counter = "current_iteration" if handle.event.name.startswith("TRAINING_ITERATION") else "current_epoch"
+    counter = COUNTER[handle.event]
 
     def every_nth(trainer: Trainer) -> None:
         if getattr(trainer, counter) % n == 0:
