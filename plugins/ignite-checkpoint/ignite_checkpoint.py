@@ -127,10 +127,10 @@ def _serialized(payload: Any) -> memoryview:
     return buffer.getbuffer()
 
 
-def _atomic_write(data: Any, path: str, directory_fd: int | None = None) -> None:
+def _atomic_write(data: Any, path: str, directory_fd: int | None) -> None:
     """Write the serialized ``data`` (bytes-like) to ``path`` atomically and durably: to a
-    temporary file, fsynced, renamed over ``path``, and the folder fsynced (through
-    ``directory_fd`` when given, a descriptor of the folder of ``path``).
+    temporary file, fsynced, renamed over ``path``, and the folder fsynced through
+    ``directory_fd`` (see :func:`_open_directory`; None where folders cannot be opened).
 
     Plain ``os`` calls, one system call each: on the writer thread, each of them gives the
     GIL away and takes it back, and each time it takes it back the training thread may have
@@ -158,13 +158,6 @@ def _atomic_write(data: Any, path: str, directory_fd: int | None = None) -> None
         raise
     if directory_fd is not None:
         _fsync_directory(directory_fd)
-        return
-    directory_fd = _open_directory(dirname)
-    if directory_fd is not None:
-        try:
-            _fsync_directory(directory_fd)
-        finally:
-            os.close(directory_fd)
 
 
 class _BackgroundWriter:

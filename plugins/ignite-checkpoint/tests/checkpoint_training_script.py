@@ -209,9 +209,9 @@ def count_saves() -> list[str]:
     written: list[str] = []
     atomic_write = ignite_checkpoint._atomic_write
 
-    def counting(data, path, *directory_fd):
+    def counting(data, path, directory_fd):
         written.append(os.path.basename(path))
-        atomic_write(data, path, *directory_fd)
+        atomic_write(data, path, directory_fd)
 
     ignite_checkpoint._atomic_write = counting
     return written

@@ -654,10 +654,10 @@ def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_write
         threads["serialized"].append(threading.current_thread().name)
         return real_serialized(payload)
 
-    def atomic_write(data, path, *directory_fd):
+    def atomic_write(data, path, directory_fd):
         threads["written"].append(threading.current_thread().name)
         assert release.wait(60), "the test never released the writer"
-        real_atomic_write(data, path, *directory_fd)
+        real_atomic_write(data, path, directory_fd)
 
     monkeypatch.setattr(ignite_checkpoint, "_serialized", serialized)
     monkeypatch.setattr(ignite_checkpoint, "_atomic_write", atomic_write)
