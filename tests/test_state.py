@@ -141,17 +141,24 @@ def test_plugin_state_round_trips():
     assert second.plugins["counter"].epochs == 3
 
 
+def state_stopped_at(iteration: int, batches: int) -> dict:
+    """The state of a run on ``range(batches)`` that terminate() stopped after ``iteration``."""
+    trainer = Trainer(list(range(batches)), lambda b: float(b))
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == iteration else None
+    )
+    trainer.run(iteration // batches + 1)
+    return trainer.state_dict()
+
+
 def test_foreign_state_is_refused():
     with pytest.raises(ValueError, match="not a Trainer state"):
         Trainer([1], lambda b: b).load_state_dict({"model": 1})
 
 
 def test_resume_with_shorter_data_is_a_clear_error():
-    first = Trainer(list(range(10)), lambda b: float(b))
-    first.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 6 else None)
-    first.run(1)
     second = Trainer(list(range(4)), lambda b: float(b))
-    second.load_state_dict(first.state_dict())
+    second.load_state_dict(state_stopped_at(6, batches=10))
     with pytest.raises(ValueError, match="cannot resume epoch 1 at batch 6: training_data now has only 4 batches"):
         second.run(1)
 
@@ -214,11 +221,8 @@ def test_a_state_in_the_earlier_tensor_list_and_tuple_form_still_loads():
 
 
 def test_a_resume_cut_before_its_saved_point_is_still_pending_for_the_next_run():
-    first = Trainer(list(range(6)), lambda b: float(b))
-    first.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 4 else None)
-    first.run(2)
     resumed = Trainer(list(range(6)), lambda b: float(b))
-    resumed.load_state_dict(first.state_dict())
+    resumed.load_state_dict(state_stopped_at(4, batches=6))
     handle = resumed.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: t.terminate())
     resumed.run(2)  # stopped before the replay reached batch 4
     assert resumed.state_dict()["position"]["batches_done"] == 4

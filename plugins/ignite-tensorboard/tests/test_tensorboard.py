@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import ignite_tensorboard
 import pytest
@@ -46,6 +47,18 @@ def close_to(pairs, expected):
 
 def float_update(batch):
     return float(batch) * 0.5 + 0.25
+
+
+def trainer_with_validation(batches: int, validation_data: list[float], **options: Any) -> Trainer:
+    """A trainer on ``range(batches)`` (float_update) that validates ``validation_data`` as it
+    is, with the plugin given ``options``."""
+    return Trainer(
+        list(range(batches)),
+        float_update,
+        validation_data=validation_data,
+        validation_update_function=lambda batch: batch,
+        plugins={"tensorboard": options},
+    )
 
 
 def plugin_of(trainer: Trainer) -> TensorBoardLogger:
@@ -174,13 +187,7 @@ def test_one_optimizer_with_one_group_is_tagged_lr(tmp_path):
 
 
 def test_an_epoch_cut_short_by_terminate_logs_no_stale_validation_mean(tmp_path):
-    trainer = Trainer(
-        list(range(10)),
-        float_update,
-        validation_data=[1.0],
-        validation_update_function=lambda batch: batch,
-        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}},
-    )
+    trainer = trainer_with_validation(10, [1.0], log_dir=tmp_path, log_every=1)
     trainer.add_event_handler(
         TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: t.terminate() if t.current_iteration == 14 else None
     )
@@ -336,12 +343,8 @@ def test_importing_and_constructing_does_not_import_tensorboard():
 def test_an_epoch_s_series_are_on_disk_while_the_next_epoch_runs(tmp_path):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
     seen: list[dict[str, list[tuple[int, float]]]] = []
-    trainer = Trainer(
-        list(range(4)),
-        float_update,
-        validation_data=[1.0, 3.0],
-        validation_update_function=lambda batch: batch,
-        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 2, "flush_secs": 3600, "optimizer": optimizer}},
+    trainer = trainer_with_validation(
+        4, [1.0, 3.0], log_dir=tmp_path, log_every=2, flush_secs=3600, optimizer=optimizer
     )
     trainer.add_event_handler(
         TrainingEvents.EPOCH_STARTED, lambda t: seen.append(read_events(tmp_path)) if t.current_epoch == 2 else None
@@ -390,13 +393,7 @@ def test_a_logged_iteration_flushes_once_flush_secs_have_passed(tmp_path, monkey
 
 
 def test_the_plugin_starts_no_thread(tmp_path):
-    trainer = Trainer(
-        list(range(6)),
-        float_update,
-        validation_data=[1.0],
-        validation_update_function=lambda batch: batch,
-        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "flush_secs": 1e-9}},
-    )
+    trainer = trainer_with_validation(6, [1.0], log_dir=tmp_path, log_every=1, flush_secs=1e-9)
     before = set(threading.enumerate())
     during: list[set[threading.Thread]] = []
     trainer.add_event_handler(
