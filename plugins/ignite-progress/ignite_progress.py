@@ -63,29 +63,38 @@ class _Stepper:
 
     __slots__ = ("bar", "count", "limit", "next", "stride", "shown", "shown_at")
 
-    def __init__(self, bar: tqdm, start: int, limit: int) -> None:
+    def __init__(self, bar: tqdm, start: int, limit: int, stride: int = 1) -> None:
         self.bar = bar
         self.limit = limit
         self.count = self.shown = start
         self.shown_at = _clock()
-        self.stride = 1  # the rate is not known yet: advance at the first count
-        self.next = start + 1
+        self.stride = stride  # 1: the rate is not known yet, look at the first count
+        self.next = start + stride
 
-    def advance(self, count: int, now: float, force: bool = False) -> bool:
-        """Move the bar to ``count`` if ``_INTERVAL`` has passed since it last moved (or
-        ``force``): tqdm would not redraw sooner, and ``tqdm.update()`` between training steps
-        costs a few us. ``now`` is ``_clock()``. Whether the bar moved."""
+    def advance(self, count: int, now: float) -> bool:
+        """Move the bar to ``count`` if ``_INTERVAL`` has passed since it last moved: tqdm
+        would not redraw sooner, and ``tqdm.update()`` between training steps costs a few us.
+        ``now`` is ``_clock()``. Whether the bar moved."""
         done, elapsed = count - self.shown, now - self.shown_at
         if done * _INTERVAL >= self.limit * elapsed:  # ``limit`` counts take at most _INTERVAL
             stride = self.limit
         else:
             stride = max(1, int(done * _INTERVAL / elapsed))
         self.next, self.stride = count + stride, stride
-        if elapsed < _INTERVAL and not force:
+        if elapsed < _INTERVAL:
             return False
         self.bar.update(done)
         self.shown, self.shown_at = count, now
         return True
+
+    def finish(self, count: int, draw: bool) -> None:
+        """Move the bar to ``count``, drawing it once if ``draw``; else it is drawn by
+        ``close()`` (tqdm's way to move a bar silently: set ``n``)."""
+        if not draw:
+            self.bar.n += count - self.shown
+        elif not self.bar.update(count - self.shown):  # True when it redrew
+            self.bar.refresh()
+        self.shown = count
 
 
 def _length(data: Any) -> int | None:
@@ -143,7 +152,9 @@ class ProgressBar:
         self.disable = disable
         self._training: _Stepper | None = None  # the epoch's bar
         self._validation: _Stepper | None = None  # the validation run's bar
-        self._stride_handle: EventHandle | None = None  # calls _on_stride while a bar is open
+        # Calls _on_stride; added with the run's first bar and kept until the run ends (adding
+        # and removing a handler per epoch rebuilt the trainer's dispatch each time).
+        self._stride_handle: EventHandle | None = None
         self._training_postfix = ""
         self._postfix_at = -float("inf")  # when the training value was last read (_clock)
         self._logging_redirect: contextlib.ExitStack | None = None
@@ -182,18 +193,18 @@ class ProgressBar:
         self._logging_redirect = stack
 
     def _close_all(self) -> None:
-        """Close the bars and give the loggers their handlers back."""
+        """Close the bars, detach the stride handler and give the loggers their handlers back."""
         redirect, self._logging_redirect = self._logging_redirect, None
+        handle, self._stride_handle = self._stride_handle, None
         try:
+            if handle is not None:
+                handle.remove()
             self._close_bars()
         finally:
             if redirect is not None:
                 redirect.close()
 
     def _close_bars(self) -> None:
-        handle, self._stride_handle = self._stride_handle, None
-        if handle is not None:
-            handle.remove()
         validation, self._validation = self._validation, None
         training, self._training = self._training, None
         if validation is not None:
@@ -221,13 +232,15 @@ class ProgressBar:
             unit="it",
             dynamic_ncols=True,
         )
-        if bar is not None:
-            self._training = _Stepper(bar, trainer.current_iteration, self.refresh_every)
+        if bar is None:
+            return
+        handle = self._stride_handle
+        # The previous epoch's stride: the rate is likely the same (1, look at once, without one).
+        self._training = _Stepper(bar, trainer.current_iteration, self.refresh_every, handle.every if handle else 1)
+        if handle is None:
             # Called by the trainer every stride iterations only (the stride follows the rate):
             # the iterations between cost nothing.
-            self._stride_handle = trainer.add_event_handler(
-                TrainingEvents.TRAINING_ITERATION_COMPLETED, self._on_stride
-            )
+            self._stride_handle = trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, self._on_stride)
 
     def _on_stride(self, trainer: Trainer) -> None:
         """At the end of a stride, advance the bar, and show the latest output if the one
@@ -245,16 +258,22 @@ class ProgressBar:
         self._postfix_at = now
         training.bar.set_postfix_str(self._training_postfix, refresh=False)
 
-    @hookimpl
-    def ignite_training_epoch_completed(self, trainer: Trainer) -> None:
-        """Bring the bar to the epoch's last iteration and output."""
+    def _finish_training_bar(self, trainer: Trainer, draw: bool) -> None:
+        """Bring the bar to the epoch's last iteration and output; drawn now if ``draw``, else
+        by the bar's ``close()``."""
         training = self._training
         if training is not None:
-            now = _clock()
             if len(trainer.training_history):
-                self._show_training_value(trainer, training, now)
-            training.advance(trainer.current_iteration, now, force=True)
-            training.bar.refresh()
+                self._show_training_value(trainer, training, _clock())
+            training.finish(trainer.current_iteration, draw)
+
+    @hookimpl
+    def ignite_training_epoch_completed(self, trainer: Trainer) -> None:
+        """Before a validation run, show the finished training part now. Without one the bar
+        is finished as it closes at EPOCH_COMPLETED: each draw between training steps costs
+        ~40-150 us, and closing draws it anyway."""
+        if trainer.validation_data is not None:
+            self._finish_training_bar(trainer, draw=True)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -288,14 +307,16 @@ class ProgressBar:
         training = self._training
         if training is not None:
             shown = ", ".join(part for part in (self._training_postfix, _format("val", means)) if part)
+            # Drawn by close() at EPOCH_COMPLETED, which comes next.
             training.bar.set_postfix_str(shown, refresh=False)
-            training.bar.refresh()
 
     # -- closing --------------------------------------------------------------------------
 
     @hookimpl
     def ignite_epoch_completed(self, trainer: Trainer) -> None:
-        """Close the epoch's bar."""
+        """Close the epoch's bar, finished first if no validation run did it."""
+        if trainer.validation_data is None:
+            self._finish_training_bar(trainer, draw=False)
         self._close_bars()
 
     @hookimpl

@@ -164,6 +164,19 @@ def test_the_bar_moves_once_0_1_s_has_passed_looking_every_stride(monkeypatch):
     assert "20/20" in line, line
 
 
+def test_fast_epochs_without_validation_are_drawn_only_as_they_open_and_close(monkeypatch):
+    fake_clock(monkeypatch, 1e-6)
+    output = io.StringIO()
+    trainer = counting_trainer(output, 5, [])
+    trainer.run(3)
+    # tqdm starts each draw with a carriage return: two an epoch, its first and last states
+    # (finishing the bar at the end of training, then closing it, drew it twice more).
+    assert output.getvalue().count("\r") == 2 * 3
+    lines = screen(output.getvalue())
+    assert [line[: len("Epoch 1/3: 100%")] for line in lines] == [f"Epoch {n}/3: 100%" for n in (1, 2, 3)]
+    assert all("20/20" in line and line.endswith("train/loss=19]") for line in lines), lines
+
+
 def test_slow_iterations_advance_the_bar_and_read_the_output_every_iteration(monkeypatch):
     fake_clock(monkeypatch, 1.0)  # 1 s an iteration
     CountingDict.reads = 0
