@@ -237,7 +237,8 @@ class ProgressBar:
         if bar is None:
             return
         handle = self._stride_handle
-        # The previous epoch's stride: the rate is likely the same (1, look at once, without one).
+        # Start from the previous epoch's stride, the rate being likely the same; the run's first
+        # bar looks at the first iteration.
         self._training = _Stepper(bar, trainer.current_iteration, self.refresh_every, handle.every if handle else 1)
         if handle is None:
             # Called by the trainer every stride iterations only (the stride follows the rate):

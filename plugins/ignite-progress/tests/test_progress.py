@@ -170,7 +170,7 @@ def test_fast_epochs_without_validation_are_drawn_only_as_they_open_and_close(mo
     trainer = counting_trainer(output, 5, [])
     trainer.run(3)
     # tqdm starts each draw with a carriage return: two an epoch, its first and last states
-    # (finishing the bar at the end of training, then closing it, drew it twice more).
+    # (finishing the bar at the end of training used to draw it once more, before closing).
     assert output.getvalue().count("\r") == 2 * 3
     lines = screen(output.getvalue())
     assert [line[: len("Epoch 1/3: 100%")] for line in lines] == [f"Epoch {n}/3: 100%" for n in (1, 2, 3)]
