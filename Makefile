@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 # Every folder under plugins/ is a separately installable distribution.
 PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
 STAMP := $(VENV)/.installed
-# An environment variable, unlike -c, also reaches the isolated builds of sdists (visdom).
+# An environment variable, unlike -c, also reaches the isolated builds of sdists (visdom)
+# with pip before 26.2; newer pips take build constraints from --build-constraint only, which
+# refuses --no-build-isolation, so it is given to our install commands alone.
 export PIP_CONSTRAINT := $(abspath constraints.txt)
+BUILD_CONSTRAINT := --build-constraint $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install run test bench visdom clean
@@ -18,8 +21,8 @@ $(PY):
 
 $(STAMP): $(PY) setup.cfg constraints.txt requirements-dev.txt $(addsuffix setup.cfg,$(PLUGINS))
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools<81" wheel
-	$(PY) -m pip install --quiet torch==2.13.0 -r requirements-dev.txt
-	$(PY) -m pip install --quiet -e . $(addprefix -e ,$(PLUGINS))
+	$(PY) -m pip install --quiet $(BUILD_CONSTRAINT) torch==2.13.0 -r requirements-dev.txt
+	$(PY) -m pip install --quiet $(BUILD_CONSTRAINT) -e . $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 run: $(STAMP)
