@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import bisect
-import math
+import copy
+import dataclasses
+import decimal
 import itertools
+import math
+import numbers
 from array import array
-from collections.abc import Iterator, MutableSequence, Sequence
+from collections.abc import Iterator, Mapping, MutableSequence, Sequence
 from typing import Any, Callable, overload
 
 import torch
 
+from .serialization import decode, encode
+
+try:
+    import numpy
+except ImportError:  # pragma: no cover - numpy is optional
+    numpy = None
+
 __all__ = ["History", "scalars"]
 
 def scalars(value: Any) -> dict[str, float]:
-    """The numbers in one update output, by name: ``{"": x}`` for a number or a one-element
-    tensor, ``{"0": a, "1": b}`` for a tuple or list, ``{"key": v}`` for a dict. Entries that
-    are not numbers are left out.
+    """The numbers in one update output, by name: ``{"": x}`` for a number (Python, numpy or
+    ``Decimal``) or a one-element tensor or array, ``{"0": a, "1": b}`` for a tuple or list,
+    ``{"key": v}`` for a dict or other mapping. Entries that are not numbers are left out.
 
     Reading a tensor on an accelerator synchronises with it: call this per epoch or every
     few iterations, not on every iteration.
     """
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         items = value.items()
     elif isinstance(value, (tuple, list)):
         items = enumerate(value)
@@ -37,27 +48,57 @@ def scalars(value: Any) -> dict[str, float]:
 
 
 def _as_number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
+        return None
+    if isinstance(value, (numbers.Real, decimal.Decimal)):  # numpy's numbers are registered as Real
         return float(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        return float(value.item())
+    if numpy is not None and isinstance(value, numpy.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
         return float(value.item())
     return None
 
 
-def storable(value: Any) -> Any:
-    """What a history keeps of an update output: tensors detached from their autograd graph
-    (so a history never keeps graphs alive), one-element CPU tensors as Python floats (no
-    device sync, and 24 bytes instead of a tensor's few hundred). Tuples, lists and dicts are
-    converted element by element; anything else is kept as it is.
+def history_value(value: Any) -> Any:
+    """What a history keeps of an update output: tensors detached from their autograd graph,
+    in any container (tuples, lists, dicts, namedtuples, other mappings, dataclasses), so a
+    history never keeps graphs alive; one-element CPU tensors as Python floats (no device
+    sync, and 24 bytes instead of a tensor's few hundred). A container is copied only when
+    something in it changed; anything else is kept as it is.
     """
     if isinstance(value, torch.Tensor):
         if value.device.type == "cpu" and value.numel() == 1 and value.dim() == 0:
             return value.item()
         return value.detach()
-    if type(value) is tuple or type(value) is list:
-        return type(value)(storable(item) for item in value)
-    if type(value) is dict:
-        return {key: storable(item) for key, item in value.items()}
+    kind = type(value)
+    if kind is tuple or kind is list:  # the common containers: rebuilt at once
+        return kind(history_value(item) for item in value)
+    if kind is dict:
+        return {key: history_value(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):  # namedtuples, list subclasses
+        items = [history_value(item) for item in value]
+        if all(new is old for new, old in zip(items, value)):
+            return value
+        return kind._make(items) if hasattr(kind, "_make") else kind(items)
+    if isinstance(value, Mapping):
+        changed = {key: new for key, item in value.items() if (new := history_value(item)) is not item}
+        if not changed:
+            return value
+        try:
+            rebuilt = copy.copy(value)  # keeps the type and e.g. a defaultdict's factory
+            rebuilt.update(changed)
+        except (TypeError, AttributeError):  # read-only mappings
+            rebuilt = {**value, **changed}
+        return rebuilt
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        changed = {name: new for name, item in fields if (new := history_value(item)) is not item}
+        if not changed:
+            return value
+        rebuilt = copy.copy(value)
+        for name, new in changed.items():
+            object.__setattr__(rebuilt, name, new)  # frozen dataclasses too
+        return rebuilt
     return value
 
 
@@ -79,6 +120,12 @@ def _numeric_means(values: MutableSequence[Any]) -> dict[str, float]:
             sums[key] = sums.get(key, 0.0) + number
             counts[key] = counts.get(key, 0) + 1
     return {key: sums[key] / counts[key] for key in sums}
+
+
+def _one_numpy_type(values: MutableSequence[Any]) -> bool:
+    kind = type(values[0])
+    return issubclass(kind, numpy.generic) and kind.__module__ == "numpy" and all(type(v) is kind for v in values) \
+        and numpy.dtype(kind).kind in "biufc"
 
 
 def _compacted(values: MutableSequence[Any]) -> MutableSequence[Any]:
@@ -153,44 +200,72 @@ class History(Sequence):
         """
         return self.run_means(index).get(str(key))
 
-    def state_dict(self, drop_last_run: bool = False) -> dict[str, Any]:
-        """The values: ``floats``, a float64 tensor of the runs whose values are all floats
-        (the run in progress too), one after the other; ``chunks``, one entry per run after
-        the values from before any run: the count of its values in ``floats``, or a list of
-        them. ``drop_last_run`` leaves out the run in progress, for a run that will be redone
-        whole."""
+    def state_dict(self, drop_last_run: bool = False, name: str = "history") -> dict[str, Any]:
+        """The values, in a form ``torch.load(weights_only=True)`` reads back: ``floats``, a
+        float64 tensor of the runs whose values are all floats (the run in progress too), one
+        after the other; ``chunks``, one entry per run after the values from before any run:
+        the count of its values in ``floats``, ``{"numpy": tensor}`` for a run of numpy
+        numbers of one type, or a list of the values encoded by
+        :func:`ignite.serialization.encode`. ``drop_last_run`` leaves out the run in progress,
+        for a run that will be redone whole.
+
+        Raises :class:`ignite.serialization.NotLoadableError` naming the value (as
+        ``{name}.run(i)[j]``) when one has no weights-only form.
+        """
         chunks = self._chunks[:-1] if drop_last_run and len(self._chunks) > 1 else self._chunks
         # One tensor for all float runs: torch.save pickles a list item by item through a
         # Python callback each (~0.5 us a value), and costs ~10-20 us a tensor besides.
         floats = array("d")
-        entries: list[int | list[Any]] = []
-        for chunk in chunks:
+        entries: list[Any] = []
+        for index, chunk in enumerate(chunks):
             if chunk and _all_floats(chunk):
                 floats.extend(chunk)
                 entries.append(len(chunk))
+            elif chunk and numpy is not None and _one_numpy_type(chunk):
+                entries.append({"numpy": torch.from_numpy(numpy.array(chunk))})
             else:
-                entries.append(list(chunk))
+                where = f"{name}[{{}}]" if index == 0 else f"{name}.run({index - 1})[{{}}]"
+                entries.append([encode(value, where.format(position)) for position, value in enumerate(chunk)])
         tensor = torch.frombuffer(floats, dtype=torch.float64) if floats else torch.zeros(0, dtype=torch.float64)
         return {"floats": tensor, "chunks": entries}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Replace the contents with those of :meth:`state_dict` (also of the earlier form,
-        one tensor or list per run)."""
-        floats = state["floats"].tolist() if "floats" in state else []
-        chunks: list[MutableSequence[Any]] = []
-        start = 0
-        for entry in state["chunks"]:
-            if isinstance(entry, int):
-                chunks.append(array("d", floats[start : start + entry]))
-                start += entry
-            elif isinstance(entry, torch.Tensor):
-                chunks.append(array("d", entry.tolist()))
-            else:
-                chunks.append(list(entry))
-        chunks[-1] = list(chunks[-1])  # the run in progress is appended to
+        one tensor or list per run). Raises ValueError, leaving the history as it was, when
+        ``state`` is not such a state."""
+        try:
+            floats = state["floats"].tolist() if "floats" in state else []
+            chunks: list[MutableSequence[Any]] = []
+            start = 0
+            for entry in state["chunks"]:
+                if isinstance(entry, int):
+                    if start + entry > len(floats):
+                        raise ValueError(f"a run of {entry} floats from position {start}, of {len(floats)} saved")
+                    chunks.append(array("d", floats[start : start + entry]))
+                    start += entry
+                elif isinstance(entry, torch.Tensor):
+                    chunks.append(array("d", entry.tolist()))
+                elif isinstance(entry, dict):
+                    chunks.append(list(entry["numpy"].numpy()))
+                else:
+                    chunks.append([decode(value) for value in entry])
+            chunks[-1] = list(chunks[-1])  # the run in progress is appended to
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise ValueError(f"not a History state: {type(error).__name__}: {error}") from None
         self._chunks = chunks
         self._offsets = list(itertools.accumulate((len(chunk) for chunk in chunks[:-1]), initial=0))
         self.append = chunks[-1].append
+        self._means = None
+
+    def _discard_last_run(self) -> None:
+        """Forget the run in progress, as a resume from ``state_dict(drop_last_run=True)``
+        would: the run before it is the one appended to again."""
+        if len(self._chunks) > 1:
+            self._chunks.pop()
+            self._offsets.pop()
+            self._chunks[-1] = list(self._chunks[-1])
+            self.append = self._chunks[-1].append
+            self._means = None
 
     def _value(self, index: int) -> Any:
         chunk = bisect.bisect_right(self._offsets, index) - 1

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import cmath
+import dataclasses
+import decimal
 import inspect
 import logging
 import math
+import numbers
+import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator as IteratorABC, Mapping
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
@@ -17,7 +22,8 @@ from . import _plugins, _rng, distributed
 from ._profile import Profiler
 from ._stop_vote import StopVote
 from .events import COUNTER, PeriodicEvent, TrainingEvents
-from .history import History, storable
+from .history import History, history_value
+from .serialization import decode, encode
 
 __all__ = ["EventHandle", "Trainer", "TrainingEvents"]
 
@@ -128,15 +134,14 @@ def _filtered(handle: EventHandle) -> Callable[..., Any]:
 
 
 def _check_data(name: str, data: Any) -> None:
-    try:
-        iterator = iter(data)
-    except TypeError:
+    # Checked on the type, without iter(): iterating a shuffling DataLoader draws from the global
+    # RNG and starts its workers.
+    kind = type(data)
+    if getattr(kind, "__iter__", None) is None and getattr(kind, "__getitem__", None) is None:
+        raise TypeError(f"{name} must be an iterable of batches (a list, a DataLoader, ...); got {kind.__name__}")
+    if isinstance(data, IteratorABC):
         raise TypeError(
-            f"{name} must be an iterable of batches (a list, a DataLoader, ...); got {type(data).__name__}"
-        ) from None
-    if iterator is data:
-        raise TypeError(
-            f"{name} is an iterator ({type(data).__name__}), which is used up after one epoch: pass a "
+            f"{name} is an iterator ({kind.__name__}), which is used up after one epoch: pass a "
             "re-iterable collection such as a list or a DataLoader"
         )
 
@@ -147,14 +152,25 @@ def _check_callable(name: str, function: Any) -> None:
 
 
 def _non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a NaN or an infinity, in any number type or container."""
     if type(value) is float:
         return not math.isfinite(value)
     if isinstance(value, torch.Tensor):
-        return value.is_floating_point() and not bool(torch.isfinite(value).all())
+        return (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())
+    if isinstance(value, (bool, numbers.Integral)):
+        return False
+    if isinstance(value, decimal.Decimal):
+        return not value.is_finite()
+    if isinstance(value, numbers.Complex):  # floats and complex numbers of Python and numpy
+        return not cmath.isfinite(complex(value))
+    if _rng.numpy is not None and isinstance(value, _rng.numpy.ndarray):
+        return value.dtype.kind in "fc" and not bool(_rng.numpy.isfinite(value).all())
     if isinstance(value, (tuple, list)):
         return any(_non_finite(item) for item in value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return any(_non_finite(item) for item in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_non_finite(getattr(value, field.name)) for field in dataclasses.fields(value))
     return False
 
 
@@ -168,6 +184,20 @@ def _terminate_on_nan(trainer: Trainer) -> None:
             output,
         )
         trainer.terminate()
+
+
+def _check_state_format(state: Any) -> None:
+    found = state.get("format") if isinstance(state, Mapping) else None
+    if found == _STATE_FORMAT:
+        return
+    newer = re.fullmatch(r"ignite\.Trainer/(\d+)", found) if isinstance(found, str) else None
+    if newer is not None and int(newer.group(1)) > 1:
+        raise ValueError(
+            f"this Trainer state was written by a newer ignite-trainer (state format {newer.group(1)}); this one "
+            "reads format 1: upgrade ignite-trainer to restore it"
+        )
+    shown = f"format {found!r}" if isinstance(state, Mapping) else type(state).__name__
+    raise ValueError(f"not a Trainer state (format {_STATE_FORMAT!r} expected, found {shown})")
 
 
 def _ignore_trainer(function: Callable[[], Any]) -> Callable[[Any], Any]:
@@ -231,6 +261,8 @@ class Trainer:
         self.current_epoch = 0
         self.max_epochs: int | None = None
         self._should_terminate = False
+        self._running = False
+        self._partial_validation_run = False  # a validation run cut short, to run again whole
         self._stop_vote: StopVote | None = None
         self._epoch_complete = False
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
@@ -459,65 +491,100 @@ class Trainer:
         list) or be deterministic; a sampler with its own ``torch.Generator`` must have that
         generator seeded per epoch by the user. Skipped batches are loaded and dropped.
         """
-        position = None
-        iterations_done = self.current_iteration
-        rng = self._resume["rng"] if self._resume is not None else _rng.storable(_rng.get_states())
-        if self._resume is not None:
-            position = {key: value for key, value in self._resume.items() if key != "rng"}
-        elif self._phase == "training":
-            batches_done = len(self.training_history.run())
-            iterations_done = self._epoch_start_iteration + batches_done
-            position = {
-                "phase": "training",
-                "batches_done": batches_done,
-                "start_rng": _rng.storable(self._phase_start_rng or _rng.get_states()),
-            }
-        elif self._phase == "validation":
-            start_rng = self._phase_start_rng and _rng.storable(self._phase_start_rng)
-            position = {"phase": "validation", "batches_done": 0, "start_rng": start_rng}
+        iterations_done, position, rng = self._stopping_point()
+        if position is not None:
+            position = {**position, "start_rng": position["start_rng"] and _rng.storable(position["start_rng"])}
         return {
             "format": _STATE_FORMAT,
             "current_epoch": self.current_epoch,
             "current_iteration": iterations_done,
-            "training_history": self.training_history.state_dict(),
+            "training_history": self.training_history.state_dict(name="training_history"),
             # A validation run cut short is run again whole on resume: leave its part out.
-            "validation_history": self.validation_history.state_dict(drop_last_run=self._phase == "validation"),
+            "validation_history": self.validation_history.state_dict(
+                drop_last_run=self._phase == "validation", name="validation_history"
+            ),
             "position": position,
-            "rng": rng,
+            "rng": _rng.storable(rng),
             "plugins": {
-                name: record.plugin.state_dict()
+                name: encode(record.plugin.state_dict(), f"the state_dict() of plugin {name!r}")
                 for name, record in self._plugin_records.items()
                 if record.status == "active" and callable(getattr(record.plugin, "state_dict", None))
             },
         }
 
+    def _stopping_point(self) -> tuple[int, dict[str, Any] | None, dict[str, Any]]:
+        """Where the run stands: the iterations done, the position inside the epoch (None
+        between epochs) and the RNG states, as :meth:`state_dict` saves them."""
+        if self._resume is not None:  # a loaded position not replayed yet is still where it stands
+            position = {key: value for key, value in self._resume.items() if key != "rng"}
+            return self.current_iteration, position, self._resume["rng"]
+        if self._phase == "training":
+            batches_done = len(self.training_history.run())
+            start_rng = self._phase_start_rng or _rng.get_states()
+            position = {"phase": "training", "batches_done": batches_done, "start_rng": start_rng}
+            return self._epoch_start_iteration + batches_done, position, _rng.get_states()
+        if self._phase == "validation":
+            position = {"phase": "validation", "batches_done": 0, "start_rng": self._phase_start_rng}
+            return self.current_iteration, position, _rng.get_states()
+        return self.current_iteration, None, _rng.get_states()
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict`: the next :meth:`run` picks up where it was
         taken, inside an epoch if it was taken inside one. Call it before ``run()`` or from a
-        TRAINING_STARTED handler or hook."""
-        if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
-            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(f"not a Trainer state (format {_STATE_FORMAT!r} expected, found {found!r})")
-        plugin_states = state["plugins"]
-        for name, plugin_state in plugin_states.items():
-            plugin = self.plugins.get(name)
-            if plugin is None or not callable(getattr(plugin, "load_state_dict", None)):
-                logger.warning("The saved state of plugin %s is not restored: no such active plugin here", name)
-            else:
-                plugin.load_state_dict(plugin_state)
-        self.current_epoch = state["current_epoch"]
-        self.current_iteration = state["current_iteration"]
+        TRAINING_STARTED handler or hook.
+
+        Everything is checked before anything changes: a state that cannot be restored
+        raises ValueError (or the error of a plugin's ``load_state_dict``) and leaves the
+        trainer, its plugins and the RNGs as they were."""
+        _check_state_format(state)
+        try:
+            epoch, iteration = int(state["current_epoch"]), int(state["current_iteration"])
+            position, rng, plugin_states = state["position"], state["rng"], state["plugins"]
+            for name in ("training_history", "validation_history"):
+                History().load_state_dict(state[name])
+            if position is not None and (
+                position["phase"] not in ("training", "validation") or not 0 <= position["batches_done"] <= iteration
+            ):
+                raise ValueError(f"position {position!r} is not one inside an epoch")
+            if not isinstance(plugin_states, Mapping) or not {"torch", "python"} <= set(rng):
+                raise ValueError("its 'plugins' or 'rng' entry is malformed")
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"cannot restore this Trainer state: {type(error).__name__}: {error}") from None
+        before = _rng.get_states()
+        restored: list[tuple[Any, Any]] = []  # (plugin, its state before) to roll back
+        try:
+            if position is None:
+                _rng.set_states(rng)
+            for name, plugin_state in plugin_states.items():
+                plugin = self.plugins.get(name)
+                if plugin is None or not callable(getattr(plugin, "load_state_dict", None)):
+                    logger.warning("The saved state of plugin %s is not restored: no such active plugin here", name)
+                    continue
+                previous = plugin.state_dict() if callable(getattr(plugin, "state_dict", None)) else None
+                try:
+                    plugin.load_state_dict(decode(plugin_state))
+                except BaseException as error:
+                    error.add_note(f"while restoring the state of plugin {name!r}; nothing was restored")
+                    raise
+                restored.append((plugin, previous))
+        except BaseException:
+            for plugin, previous in reversed(restored):
+                if previous is not None:
+                    plugin.load_state_dict(previous)
+            _rng.set_states(before)
+            raise
+        self.current_epoch, self.current_iteration = epoch, iteration
+        self._phase, self._partial_validation_run = "between", False
+        # Into the same objects (validated above, so this cannot fail): plugins and handlers may hold them.
         self.training_history.load_state_dict(state["training_history"])
         self.validation_history.load_state_dict(state["validation_history"])
-        position = state["position"]
         if position is None:
             self._resume = None
-            _rng.set_states(state["rng"])
         else:
-            self._epoch_start_iteration = self.current_iteration - position["batches_done"]
-            self._resume = {**position, "rng": state["rng"]}
+            self._epoch_start_iteration = iteration - position["batches_done"]
+            self._resume = {**position, "rng": rng}
             if position["phase"] == "validation" and position["start_rng"] is None:
-                _rng.set_states(state["rng"])
+                _rng.set_states(rng)
 
     # -- the run ------------------------------------------------------------------------
 
@@ -527,6 +594,31 @@ class Trainer:
         epochs 3 to 5."""
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
             raise ValueError(f"max_epochs must be an integer of at least 1; got {max_epochs!r}")
+        if self._running:
+            raise RuntimeError(
+                "run() was called while this trainer is running (from one of its handlers or plugin hooks): call "
+                "terminate() there instead, and run() again once the running run() has returned"
+            )
+        self._running = True
+        try:
+            self._run(max_epochs)
+        finally:
+            self._running = False
+            if self._resume is None and self._phase != "between":
+                self._keep_stopping_point()
+
+    def _keep_stopping_point(self) -> None:
+        # After a run stopped inside an epoch (terminate(), an exception), the next run()
+        # continues as a resume from state_dict() taken now would: the rest of the epoch.
+        iterations_done, position, rng = self._stopping_point()
+        assert position is not None
+        # The cut validation run stays visible until the next run() runs it again whole.
+        self._partial_validation_run = position["phase"] == "validation"
+        self.current_iteration = iterations_done
+        self._epoch_start_iteration = iterations_done - position["batches_done"]
+        self._resume = {**position, "rng": rng}
+
+    def _run(self, max_epochs: int) -> None:
         self.max_epochs = max_epochs
         self._should_terminate = False
         self._join_process_group()
@@ -661,7 +753,7 @@ class Trainer:
                     callback(self)
                 output = update(batch)
                 # Floats (``loss.item()``) are the common case: skip the conversion call.
-                append(output if type(output) is float else storable(output))
+                append(output if type(output) is float else history_value(output))
                 if self.current_iteration >= periodic.due:
                     periodic(self)
                 for callback in callbacks[_TRAIN_COMPLETED]:
@@ -682,6 +774,9 @@ class Trainer:
     def _run_validation(self, resume: dict[str, Any] | None) -> bool:
         history = self.validation_history
         completed = False
+        if self._partial_validation_run:
+            history._discard_last_run()
+            self._partial_validation_run = False
         history.start_run()
         self._fire(TrainingEvents.VALIDATION_STARTING)
         if not self._should_terminate:
@@ -694,7 +789,7 @@ class Trainer:
                 for callback in callbacks[_VALID_STARTED]:
                     callback(self)
                 output = update(batch)  # type: ignore[misc]
-                append(output if type(output) is float else storable(output))
+                append(output if type(output) is float else history_value(output))
                 for callback in callbacks[_VALID_COMPLETED]:
                     callback(self)
                 if self._should_terminate:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ignite import History
-from ignite.history import scalars, storable
+from ignite.history import history_value, scalars
 
 
 def test_runs_and_means():
@@ -41,13 +41,13 @@ def test_scalars():
     assert scalars({"a": torch.tensor([1.5]), "b": torch.ones(2)}) == {"a": 1.5}
 
 
-def test_storable_detaches_and_compacts():
+def test_history_value_detaches_and_compacts():
     weight = torch.ones(2, requires_grad=True)
     loss = (weight * 3).sum()
-    assert storable(loss) == 6.0 and type(storable(loss)) is float
-    vector = storable(weight * 2)
+    assert history_value(loss) == 6.0 and type(history_value(loss)) is float
+    vector = history_value(weight * 2)
     assert vector.grad_fn is None and not vector.requires_grad
-    nested = storable({"pair": (loss, [weight * 1])})
+    nested = history_value({"pair": (loss, [weight * 1])})
     assert nested["pair"][0] == 6.0 and nested["pair"][1][0].grad_fn is None
 
 

@@ -230,3 +230,79 @@ def test_a_resume_cut_before_its_saved_point_is_still_pending_for_the_next_run()
     resumed.run(2)
     assert list(resumed.training_history) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] * 2
     assert resumed.training_history.num_runs == 2 and resumed.current_iteration == 12
+
+
+def test_a_newer_state_format_is_named_as_newer():
+    state = state_stopped_at(3, batches=5)
+    state["format"] = "ignite.Trainer/2"
+    with pytest.raises(ValueError, match=r"written by a newer ignite-trainer \(state format 2\); this one reads format 1"):
+        Trainer([1], lambda b: b).load_state_dict(state)
+
+
+class _Remembers:
+    """A plugin with a state; ``fail`` makes its load_state_dict raise."""
+
+    def __init__(self, value, fail=False):
+        self.value, self.fail = value, fail
+
+    @hookimpl
+    def ignite_epoch_completed(self):
+        pass
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        if self.fail:
+            raise KeyError("value")
+        self.value = state["value"]
+
+
+def _trainer_with_plugins(first, second, fail=False):
+    trainer = Trainer(list(range(5)), lambda b: float(b))
+    trainer.register_plugin(_Remembers(first), name="first")
+    trainer.register_plugin(_Remembers(second, fail=fail), name="second")
+    return trainer
+
+
+def _unchanged(trainer, history, rng):
+    assert (trainer.current_epoch, trainer.current_iteration) == (1, 5)
+    assert list(trainer.training_history) == history
+    assert trainer.plugins["first"].value == "mine"
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda state: state["validation_history"].update(chunks=[[], 7]),
+        lambda state: state["training_history"].update(chunks=[[], 99]),  # more floats than saved
+        lambda state: state.update(position={"phase": "elsewhere", "batches_done": 1}),
+        lambda state: state.pop("rng"),
+        lambda state: state.update(current_epoch="two"),
+    ],
+    ids=["bad history entry", "history count beyond its floats", "unknown phase", "no RNG states", "epoch not a number"],
+)
+def test_a_malformed_state_is_refused_before_anything_changes(spoil):
+    saved = _trainer_with_plugins("saved", "saved")
+    saved.run(2)
+    state = saved.state_dict()
+    spoil(state)
+    trainer = _trainer_with_plugins("mine", "mine")
+    trainer.run(1)
+    history, rng = list(trainer.training_history), torch.get_rng_state()
+    with pytest.raises(ValueError, match="cannot restore this Trainer state"):
+        trainer.load_state_dict(state)
+    _unchanged(trainer, history, rng)
+
+
+def test_a_plugin_failing_to_restore_rolls_back_the_plugins_restored_before_it():
+    saved = _trainer_with_plugins("saved", "saved")
+    saved.run(2)
+    trainer = _trainer_with_plugins("mine", "mine", fail=True)
+    trainer.run(1)
+    history, rng = list(trainer.training_history), torch.get_rng_state()
+    with pytest.raises(KeyError) as raised:
+        trainer.load_state_dict(saved.state_dict())
+    assert "while restoring the state of plugin 'second'; nothing was restored" in raised.value.__notes__
+    _unchanged(trainer, history, rng)
