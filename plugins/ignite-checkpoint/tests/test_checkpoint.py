@@ -126,8 +126,9 @@ SCENARIOS = {
 CONTROLLERS = {
     name: options
     for name, options in {
-        "early_stopping": {"patience": 3, "min_delta": 0.15},
-        "lr_reduction": {"patience": 0, "factor": 0.5, "threshold": 0.05},
+        # Validation MSE by epoch: 0.346, 0.220, 0.134, then 0.040 with the halved rate.
+        "early_stopping": {"patience": 3, "min_delta": 0.31},
+        "lr_reduction": {"patience": 0, "factor": 0.5, "threshold": 0.1, "threshold_mode": "abs"},
     }.items()
     if name in INSTALLED
 }
