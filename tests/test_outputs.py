@@ -14,8 +14,10 @@ import numpy
 import pytest
 import torch
 
-from ignite import Trainer, TrainingEvents, hookimpl
+from ignite import Trainer, TrainingEvents
 from ignite.serialization import NotLoadableError
+
+from .test_state import Remembers
 
 Pair = collections.namedtuple("Pair", "loss scale")
 
@@ -188,30 +190,16 @@ def test_a_type_allowed_with_add_safe_globals_is_saved_and_read_back():
 
 
 def test_a_plugin_state_holding_numpy_is_saved_and_read_back_and_a_bad_one_is_named():
-    class Best:
-        def __init__(self, best):
-            self.best = best
-
-        @hookimpl
-        def ignite_epoch_completed(self):
-            pass
-
-        def state_dict(self):
-            return {"best": self.best}
-
-        def load_state_dict(self, state):
-            self.best = state["best"]
-
     trainer = Trainer([1], lambda batch: 1.0)
-    trainer.register_plugin(Best(numpy.float32(0.25)), name="best")
+    trainer.register_plugin(Remembers(numpy.float32(0.25)), name="best")
     state = weights_only_round_trip(trainer.state_dict())
     resumed = Trainer([1], lambda batch: 1.0)
-    resumed.register_plugin(Best(None), name="best")
+    resumed.register_plugin(Remembers(None), name="best")
     resumed.load_state_dict(state)
-    assert type(resumed.plugins["best"].best) is numpy.float32 and resumed.plugins["best"].best == 0.25
+    assert type(resumed.plugins["best"].value) is numpy.float32 and resumed.plugins["best"].value == 0.25
 
-    trainer.plugins["best"].best = object()
-    with pytest.raises(NotLoadableError, match=r"the state_dict\(\) of plugin 'best'\['best'\] is a builtins.object"):
+    trainer.plugins["best"].value = object()
+    with pytest.raises(NotLoadableError, match=r"the state_dict\(\) of plugin 'best'\['value'\] is a builtins.object"):
         trainer.state_dict()
 
 

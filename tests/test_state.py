@@ -239,7 +239,7 @@ def test_a_newer_state_format_is_named_as_newer():
         Trainer([1], lambda b: b).load_state_dict(state)
 
 
-class _Remembers:
+class Remembers:
     """A plugin with a state; ``fail`` makes its load_state_dict raise."""
 
     def __init__(self, value, fail=False):
@@ -260,8 +260,8 @@ class _Remembers:
 
 def _trainer_with_plugins(first, second, fail=False):
     trainer = Trainer(list(range(5)), lambda b: float(b))
-    trainer.register_plugin(_Remembers(first), name="first")
-    trainer.register_plugin(_Remembers(second, fail=fail), name="second")
+    trainer.register_plugin(Remembers(first), name="first")
+    trainer.register_plugin(Remembers(second, fail=fail), name="second")
     return trainer
 
 
