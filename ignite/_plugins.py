@@ -162,7 +162,9 @@ def _load_one(name: str, entry_point: EntryPoint, option: Any, blocked: set[str]
         return record
     try:
         loaded = entry_point.load()
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit from an import is a plugin failure too
         return _failed(record, "failed to import", error)
     return instantiate(record, loaded, option if isinstance(option, Mapping) else {})
 
@@ -181,7 +183,9 @@ def instantiate(record: PluginRecord, loaded: Any, options: Mapping[str, Any]) -
         record.plugin = loaded(**options)
     except PluginInactive as inactive:
         record.status, record.reason = "inactive", str(inactive)
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit from a constructor is a plugin failure too
         return _failed(record, "failed to construct", error)
     return record
 

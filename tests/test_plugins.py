@@ -258,3 +258,38 @@ def test_training_data_that_yields_nothing():
     with pytest.raises(ValueError, match="training_data yielded no batches in epoch 1"):
         t.run(1)
     assert len(seen) == 1
+
+
+# -- any exception from a plugin's import or construction names the plugin -------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "failure"),
+    [
+        ("import sys\nsys.exit(3)\n", "failed to import: SystemExit: 3"),
+        ("class Stop(BaseException):\n    pass\n\nraise Stop('odd')\n", "failed to import: Stop: odd"),
+        (
+            "class Plugin:\n    def __init__(self):\n        raise SystemExit('no display')\n",
+            "failed to construct: SystemExit: no display",
+        ),
+    ],
+)
+def test_a_plugin_raising_any_base_exception_gives_a_plugin_error(make_distribution, source, failure):
+    make_distribution("ignite-quits", "0.2", {"quits": "quits_mod:Plugin"}, "quits_mod", source)
+    with pytest.raises(PluginError) as info:
+        trainer()
+    message = str(info.value)
+    assert f"Plugin 'quits' (entry point 'quits_mod:Plugin' of ignite-quits 0.2) {failure}." in message
+    assert "plugins={'quits': False}" in message and "IGNITE_DISABLE_PLUGINS=quits" in message
+    assert not isinstance(info.value.__cause__, Exception) and isinstance(info.value.__cause__, BaseException)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["raise KeyboardInterrupt\n", "class Plugin:\n    def __init__(self):\n        raise KeyboardInterrupt\n"],
+)
+def test_keyboard_interrupt_in_a_plugin_s_import_or_construction_propagates(make_distribution, source):
+    make_distribution("ignite-ctrlc", "1.0", {"ctrlc": "ctrlc_mod:Plugin"}, "ctrlc_mod", source)
+    with pytest.raises(KeyboardInterrupt):
+        trainer()
+
