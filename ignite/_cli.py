@@ -10,7 +10,12 @@ from . import __version__, _plugins
 
 
 def _plugins_command(as_json: bool) -> int:
-    records = _plugins.load_plugins(None)
+    try:
+        # Loaded and registered as a Trainer does, so that "active" means a Trainer accepts it.
+        records = _plugins.load_plugins(None)
+    except _plugins.PluginError as error:  # the environment itself is wrong (a bad variable)
+        print(f"ignite plugins: error: {error}", file=sys.stderr)
+        return 2
     if as_json:
         json.dump([record.as_dict() for record in records], sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -22,6 +27,8 @@ def _plugins_command(as_json: bool) -> int:
         status = record.status if not record.reason else f"{record.status}: {record.reason}"
         print(f"{record.name}  ({record.origin}, {record.entry_point})")
         print(f"    status: {status}")
+        if record.error is not None:
+            print(f"    error:  {record.error}")
         print(f"    hooks:  {', '.join(record.hooks()) or '-'}")
     return 0
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +20,14 @@ from importlib.metadata import EntryPoint, entry_points
 
 __all__ = ["PluginError", "PluginInactive", "PluginRecord"]
 
+logger = logging.getLogger("ignite")
+
 ENTRY_POINT_GROUP = "ignite.plugins"
 DISABLE_AUTOLOAD_ENV = "IGNITE_DISABLE_PLUGIN_AUTOLOAD"
 DISABLE_PLUGINS_ENV = "IGNITE_DISABLE_PLUGINS"
 HOOK_NAMES = frozenset(event.hook_name for event in TrainingEvents)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 class PluginError(Exception):
@@ -69,6 +75,7 @@ class PluginRecord:
             "entry_point": self.entry_point,
             "status": self.status,
             "reason": self.reason,
+            "error": str(self.error) if self.error is not None else None,
             "hooks": self.hooks(),
         }
 
@@ -84,12 +91,22 @@ def _is_hookimpl(plugin: Any, attribute: str) -> bool:
     return hasattr(getattr(plugin, attribute, None), "ignite_impl")
 
 
-def _installed_entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
+def _distribution_key(entry_point: EntryPoint) -> tuple[str, str]:
+    dist = entry_point.dist
+    if dist is None:
+        return ("", entry_point.value)
+    return (re.sub(r"[-_.]+", "-", dist.name).lower(), dist.version)
+
+
+def _installed_entry_points() -> dict[str, list[EntryPoint]]:
+    """Entry points by name: one per distinct distribution (normalised name and version)."""
+    found: dict[str, list[EntryPoint]] = {}
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        # The same distribution can be seen twice on sys.path (e.g. an editable install and a
-        # build folder); keep the first, as the import system would.
-        found.setdefault(entry_point.name, entry_point)
+        claimants = found.setdefault(entry_point.name, [])
+        # The same distribution seen twice on sys.path (editable install and build folder) is one
+        # claimant; keep the first, as the import system would.
+        if all(_distribution_key(other) != _distribution_key(entry_point) for other in claimants):
+            claimants.append(entry_point)
     return found
 
 
@@ -106,6 +123,34 @@ def _names_hint(name: str, known: list[str]) -> str:
 
 def _env_names(variable: str) -> set[str]:
     return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
+
+
+def _env_flag(variable: str) -> bool:
+    """A boolean environment variable: 1/0, true/false, yes/no, on/off (any case); unset or
+    empty is False. Anything else raises PluginError naming the variable."""
+    value = os.environ.get(variable, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE or not value:
+        return False
+    raise PluginError(
+        f"{variable}={os.environ[variable]!r} is not a boolean. Accepted values, in any case: "
+        f"{', '.join(_TRUE)} (yes); {', '.join(_FALSE)} (no); empty or unset (no)."
+    )
+
+
+def _warn_unmatched_blocks(blocked: set[str], installed: list[str]) -> None:
+    """Warn about names in IGNITE_DISABLE_PLUGINS that block nothing (a typo blocks nothing)."""
+    for name in sorted(blocked.difference(installed)):
+        parts = [part for part in re.split(r"[;:|\s]+", name) if part]
+        separator = f" Separate names with commas: {DISABLE_PLUGINS_ENV}={','.join(parts)}." if len(parts) > 1 else ""
+        logger.warning(
+            "%s names %r, which is no installed plugin: it blocks nothing.%s%s",
+            DISABLE_PLUGINS_ENV,
+            name,
+            separator,
+            _names_hint(name, installed),
+        )
 
 
 def _check_options(options: Any) -> dict[str, Any]:
@@ -125,31 +170,53 @@ def _check_options(options: Any) -> dict[str, Any]:
     return dict(options)
 
 
-def load_plugins(options: Any, *, registered_names: frozenset[str] = frozenset()) -> list[PluginRecord]:
-    """Find every installed plugin and load, configure or skip it as ``options`` and the
-    environment say. Failures are returned as records with status ``failed`` and an error.
+def load_plugins(
+    options: Any,
+    manager: pluggy.PluginManager | None = None,
+    *,
+    registered_names: frozenset[str] = frozenset(),
+) -> list[PluginRecord]:
+    """Find every installed plugin; load, configure and register it into ``manager`` (a fresh
+    one when None, as ``ignite plugins`` does), or skip it, as ``options`` and the environment
+    say. Failures, registration refusals included, are returned as records with status
+    ``failed`` and an error: a Trainer raises it, a listing shows it.
 
     ``options`` is ``Trainer(plugins=...)``: name -> dict of options, True or False. A name
-    that is neither installed nor in ``registered_names`` raises :class:`PluginError`.
+    that is neither installed nor in ``registered_names``, or a bad
+    ``IGNITE_DISABLE_PLUGIN_AUTOLOAD`` value, raises :class:`PluginError`.
     """
     options = _check_options(options)
     installed = _installed_entry_points()
+    names = sorted(installed)
     unknown = [name for name in options if name not in installed and name not in registered_names]
     if unknown:
-        raise PluginError(f"plugins= names an unknown plugin {unknown[0]!r}." + _names_hint(unknown[0], sorted(installed)))
+        raise PluginError(f"plugins= names an unknown plugin {unknown[0]!r}." + _names_hint(unknown[0], names))
+    autoload = not _env_flag(DISABLE_AUTOLOAD_ENV)
     blocked = _env_names(DISABLE_PLUGINS_ENV)
-    autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
-    return [_load_one(name, entry_point, options.get(name), blocked, autoload) for name, entry_point in installed.items()]
+    _warn_unmatched_blocks(blocked, names)
+    manager = manager if manager is not None else new_plugin_manager()
+    records = []
+    for name, claimants in installed.items():
+        record = _load_one(name, claimants, options.get(name), blocked, autoload)
+        if record.status == "active":
+            _register_or_fail(manager, record)
+        records.append(record)
+    return records
 
 
-def _load_one(name: str, entry_point: EntryPoint, option: Any, blocked: set[str], autoload: bool) -> PluginRecord:
+def _record(name: str, entry_point: EntryPoint) -> PluginRecord:
     dist = entry_point.dist
-    record = PluginRecord(
+    return PluginRecord(
         name=name,
         distribution=dist.name if dist is not None else "unknown distribution",
         version=dist.version if dist is not None else "?",
         entry_point=entry_point.value,
     )
+
+
+def _load_one(name: str, claimants: list[EntryPoint], option: Any, blocked: set[str], autoload: bool) -> PluginRecord:
+    entry_point = claimants[0]
+    record = _record(name, entry_point)
     # Blocked plugins are decided on before import: their code never runs.
     if option is False:
         record.status, record.reason = "disabled", f"plugins={{{name!r}: False}}"
@@ -158,11 +225,18 @@ def _load_one(name: str, entry_point: EntryPoint, option: Any, blocked: set[str]
         record.status, record.reason = "disabled", f"{DISABLE_PLUGINS_ENV} names it"
         return record
     if not autoload and option is None:
-        record.status, record.reason = "disabled", f"{DISABLE_AUTOLOAD_ENV}=1 and plugins= does not name it"
+        record.status = "disabled"
+        record.reason = f"{DISABLE_AUTOLOAD_ENV}={os.environ[DISABLE_AUTOLOAD_ENV]} and plugins= does not name it"
         return record
+    if len(claimants) > 1:
+        # Loading either would silently hide the other: neither is imported until one goes.
+        claims = " and ".join(f"{_record(name, other).origin} (entry point {other.value!r})" for other in claimants)
+        return _failed(record, f"is claimed by {len(claimants)} distributions: {claims}", None, name_only=True)
     try:
         loaded = entry_point.load()
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit from an import is a plugin failure too
         return _failed(record, "failed to import", error)
     return instantiate(record, loaded, option if isinstance(option, Mapping) else {})
 
@@ -181,7 +255,9 @@ def instantiate(record: PluginRecord, loaded: Any, options: Mapping[str, Any]) -
         record.plugin = loaded(**options)
     except PluginInactive as inactive:
         record.status, record.reason = "inactive", str(inactive)
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit from a constructor is a plugin failure too
         return _failed(record, "failed to construct", error)
     return record
 
@@ -202,50 +278,83 @@ def _unknown_option(cls: type, options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _failed(record: PluginRecord, what: str, cause: BaseException | None) -> PluginRecord:
+def _failed(record: PluginRecord, what: str, cause: BaseException | None, *, name_only: bool = False) -> PluginRecord:
+    """Mark ``record`` failed with ``what`` (and its cause) as the reason, and give it the
+    PluginError to raise: the plugin, where it comes from, the cause and how to disable it."""
     because = f": {type(cause).__name__}: {cause}" if cause is not None else ""
     record.status = "failed"
     record.reason = f"{what}{because}"
-    where = f"entry point {record.entry_point!r} of {record.origin}" if record.entry_point else record.origin
-    error = PluginError(
-        f"Plugin {record.name!r} ({where}) {record.reason}. "
-        f"Fix or uninstall it, or disable it with Trainer(..., plugins={{{record.name!r}: False}}) "
-        f"or {DISABLE_PLUGINS_ENV}={record.name}."
-    )
+    where = "" if name_only else f" ({_where(record)})"
+    if record.entry_point is None:  # registered in code: the caller's own object
+        remedy = "Fix the plugin's code."
+    else:
+        remedy = (
+            f"{'Uninstall one of them' if name_only else 'Fix or uninstall it'}, or disable it with "
+            f"Trainer(..., plugins={{{record.name!r}: False}}) or {DISABLE_PLUGINS_ENV}={record.name}."
+        )
+    error = PluginError(f"Plugin {record.name!r}{where} {record.reason}. {remedy}")
     error.__cause__ = cause
     record.error = error
     return record
 
 
-def check_hookimpls(plugin: Any, name: str, origin: str) -> None:
-    """Refuse a plugin with a hook name that no event has (likely a typo)."""
+def _where(record: PluginRecord) -> str:
+    return f"entry point {record.entry_point!r} of {record.origin}" if record.entry_point else record.origin
+
+
+def _unknown_hook(plugin: Any) -> str | None:
+    """Why ``plugin`` is refused for a hook name that no event has (likely a typo), or None."""
     for attribute in dir(plugin):
         if attribute.startswith("ignite_") and attribute not in HOOK_NAMES and _is_hookimpl(plugin, attribute):
-            raise PluginError(
-                f"Plugin {name!r} ({origin}) implements {attribute!r}, which is not an ignite hook."
-                + (
-                    f" Did you mean {close[0]!r}?"
-                    if (close := difflib.get_close_matches(attribute, sorted(HOOK_NAMES), n=1))
-                    else ""
-                )
-                + " The hooks are listed in ignite/hookspecs.py."
+            close = difflib.get_close_matches(attribute, sorted(HOOK_NAMES), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            return (
+                f"implements {attribute!r}, which is not an ignite hook.{hint} "
+                "The hooks are listed in ignite/hookspecs.py"
             )
+    return None
+
+
+def _register_or_fail(manager: pluggy.PluginManager, record: PluginRecord) -> bool:
+    """Register ``record.plugin`` into ``manager`` after the checks pluggy does not make; on a
+    refusal mark the record failed (see :func:`_failed`). Whether it was registered. The one
+    validation path of Trainer and ``ignite plugins``."""
+    problem = _unknown_hook(record.plugin)
+    if problem is not None:
+        _failed(record, problem, None)
+        return False
+    try:
+        manager.register(record.plugin, name=record.name)
+    except pluggy.PluginValidationError as error:
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        _failed(
+            record,
+            f"has a hook that does not match its spec ({detail}). "
+            "A hook may take only the arguments its spec names in ignite/hookspecs.py",
+            None,
+        )
+        assert record.error is not None
+        record.error.__cause__ = error
+        return False
+    except ValueError as error:  # pluggy: this very object is already registered under another name
+        other = manager.get_name(record.plugin)
+        if other is not None:
+            _failed(record, f"is the same object as plugin {other!r}, registered before it", None)
+        else:
+            _failed(record, "could not be registered", error)
+        return False
+    return True
 
 
 def register(manager: pluggy.PluginManager, record: PluginRecord) -> None:
     """Register a loaded plugin, turning pluggy's validation errors into ones naming it."""
-    check_hookimpls(record.plugin, record.name, record.origin)
     if manager.has_plugin(record.name):
         raise PluginError(
             f"A plugin named {record.name!r} is already registered with this trainer; pass another name=."
         )
-    try:
-        manager.register(record.plugin, name=record.name)
-    except pluggy.PluginValidationError as error:
-        raise PluginError(
-            f"Plugin {record.name!r} ({record.origin}) has a hook that does not match its spec: {error}. "
-            "A hook may take only the arguments its spec names in ignite/hookspecs.py."
-        ) from error
+    if not _register_or_fail(manager, record):
+        assert record.error is not None
+        raise record.error
 
 
 def culprit(manager: pluggy.PluginManager, error: BaseException) -> tuple[str, str] | None:

@@ -292,12 +292,10 @@ class Trainer:
         self._validation_update_function = validation_update_function
         self._plugin_manager = _plugins.new_plugin_manager()
         self._plugin_records: dict[str, _plugins.PluginRecord] = {}
-        for record in _plugins.load_plugins(plugins):
+        for record in _plugins.load_plugins(plugins, self._plugin_manager):
             if record.error is not None:
                 raise record.error
             self._plugin_records[record.name] = record
-            if record.status == "active":
-                _plugins.register(self._plugin_manager, record)
         self._rebuild_callbacks()
         if terminate_on_nan:
             self.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, _terminate_on_nan)

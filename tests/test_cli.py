@@ -1,9 +1,17 @@
-"""``ignite plugins``: status of every plugin, in process, with written distributions."""
+"""``ignite plugins``: status of every plugin, with written distributions, in process and as a
+real ``python -m ignite plugins`` subprocess."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+
+from ignite import PluginError, Trainer
 from ignite._cli import main
 
 GOOD = """
@@ -43,3 +51,92 @@ def test_statuses(make_distribution, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "status: failed: failed to import: ImportError: no gpu lib" in text
     assert "good  (ignite-good 1.0, good_mod:Plugin)" in text
+
+
+def run_cli(site: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m ignite plugins *arguments`` in a subprocess that also sees ``site``."""
+    path = os.pathsep.join(part for part in (str(site), os.environ.get("PYTHONPATH", "")) if part)
+    return subprocess.run(
+        [sys.executable, "-m", "ignite", "plugins", *arguments],
+        env={**os.environ, "PYTHONPATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_plugin_that_exits_on_import_is_listed_as_failed(make_distribution):
+    site = make_distribution("ignite-quits", "0.2", {"quits": "quits_mod:Plugin"}, "quits_mod", "import sys\nsys.exit(3)\n").parent
+    make_distribution("ignite-good", "1.0", {"good": "good_mod:Plugin"}, "good_mod", GOOD)
+    result = run_cli(site)
+    assert result.returncode == 0, result.stderr
+    assert "quits  (ignite-quits 0.2, quits_mod:Plugin)\n    status: failed: failed to import: SystemExit: 3\n" in result.stdout
+    assert (
+        "    error:  Plugin 'quits' (entry point 'quits_mod:Plugin' of ignite-quits 0.2) failed to import: SystemExit: 3. "
+        "Fix or uninstall it, or disable it with Trainer(..., plugins={'quits': False}) or IGNITE_DISABLE_PLUGINS=quits.\n"
+    ) in result.stdout
+    assert "good  (ignite-good 1.0, good_mod:Plugin)\n    status: active\n" in result.stdout
+
+
+WRONG_ARGUMENT = """
+    from ignite import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def ignite_epoch_completed(self, trainr):
+            pass
+"""
+
+WRONG_HOOK = """
+    from ignite import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def ignite_epoch_complete(self, trainer):
+            pass
+"""
+
+
+def test_plugins_a_trainer_refuses_are_listed_as_failed_with_the_trainer_s_message(make_distribution):
+    site = make_distribution("ignite-args", "1.0", {"args": "args_mod:Plugin"}, "args_mod", WRONG_ARGUMENT).parent
+    make_distribution("ignite-typo", "1.0", {"typo": "typo_mod:Plugin"}, "typo_mod", WRONG_HOOK)
+    make_distribution("ignite-good", "1.0", {"good": "good_mod:Plugin"}, "good_mod", GOOD)
+    refusals = {}
+    for name, other in (("args", "typo"), ("typo", "args")):
+        with pytest.raises(PluginError) as info:
+            Trainer([1], lambda batch: batch, plugins={other: False})
+        refusals[name] = str(info.value)
+    assert "entry point 'typo_mod:Plugin'" in refusals["typo"] and "IGNITE_DISABLE_PLUGINS=typo" in refusals["typo"]
+    listed = run_cli(site, "--json")
+    assert listed.returncode == 0, listed.stderr
+    records = {record["name"]: record for record in json.loads(listed.stdout)}
+    for name, message in refusals.items():
+        assert records[name]["status"] == "failed" and records[name]["error"] == message
+        assert message == f"Plugin {name!r} (entry point {name + '_mod:Plugin'!r} of ignite-{name} 1.0) {records[name]['reason']}. " + (
+            f"Fix or uninstall it, or disable it with Trainer(..., plugins={{{name!r}: False}}) or IGNITE_DISABLE_PLUGINS={name}."
+        )
+    assert records["good"]["status"] == "active" and records["good"]["error"] is None
+    text = run_cli(site).stdout
+    assert f"    error:  {refusals['args']}\n" in text and f"    error:  {refusals['typo']}\n" in text
+    assert "    status: failed: implements 'ignite_epoch_complete', which is not an ignite hook." in text
+
+
+def test_two_distributions_with_one_plugin_name_are_listed_as_failed_naming_both(make_distribution):
+    site = make_distribution("ignite-alpha", "1.0", {"dup": "alpha_mod:Plugin"}, "alpha_mod", GOOD).parent
+    make_distribution("ignite-beta", "2.5", {"dup": "beta_mod:Plugin"}, "beta_mod", GOOD)
+    result = run_cli(site, "--json")
+    (record,) = [record for record in json.loads(result.stdout) if record["name"] == "dup"]
+    assert record["status"] == "failed" and record["hooks"] == []
+    assert "ignite-alpha 1.0 (entry point 'alpha_mod:Plugin')" in record["reason"]
+    assert "ignite-beta 2.5 (entry point 'beta_mod:Plugin')" in record["reason"]
+
+
+def test_environment_mistakes_are_reported_by_the_listing(make_distribution):
+    site = make_distribution("ignite-good", "1.0", {"good": "good_mod:Plugin"}, "good_mod", GOOD).parent
+    bad_flag = run_cli(site, IGNITE_DISABLE_PLUGIN_AUTOLOAD="maybe")
+    assert bad_flag.returncode == 2 and bad_flag.stdout == ""
+    assert bad_flag.stderr.startswith("ignite plugins: error: IGNITE_DISABLE_PLUGIN_AUTOLOAD='maybe' is not a boolean.")
+    typo = run_cli(site, IGNITE_DISABLE_PLUGINS=os.environ["IGNITE_DISABLE_PLUGINS"] + ",god")
+    assert typo.returncode == 0
+    assert "IGNITE_DISABLE_PLUGINS names 'god', which is no installed plugin: it blocks nothing. Did you mean 'good'?" in typo.stderr
+    assert "good  (ignite-good 1.0, good_mod:Plugin)\n    status: active\n" in typo.stdout

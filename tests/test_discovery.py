@@ -123,6 +123,7 @@ def test_cli_json_reports_statuses(installed_site):
         "entry_point": "ignite_epoch_file:EpochFile",
         "status": "disabled",
         "reason": "IGNITE_DISABLE_PLUGINS names it",
+        "error": None,
         "hooks": [],
     }
 

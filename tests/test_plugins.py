@@ -7,11 +7,13 @@ sys.path); test_discovery.py builds and pip-installs a real one.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import pytest
 
 from ignite import PluginError, Trainer, TrainingEvents, hookimpl
+from ignite._plugins import installed_plugin_names
 
 COUNTING_PLUGIN = """
     from ignite import hookimpl
@@ -182,8 +184,12 @@ def test_hookimpl_with_argument_not_in_spec_is_refused(make_distribution):
     with pytest.raises(PluginError) as info:
         trainer()
     message = str(info.value)
-    assert "Plugin 'badargs' (ignite-badargs 1.0) has a hook that does not match its spec" in message
-    assert "epoch" in message
+    assert (
+        "Plugin 'badargs' (entry point 'badargs_mod:Plugin' of ignite-badargs 1.0) has a hook that does not match its spec"
+        in message
+    )
+    assert "{'epoch'} are declared in the hookimpl" in message
+    assert "plugins={'badargs': False}" in message and "IGNITE_DISABLE_PLUGINS=badargs" in message
 
 
 def test_unknown_hook_name_is_refused_with_a_suggestion():
@@ -258,3 +264,161 @@ def test_training_data_that_yields_nothing():
     with pytest.raises(ValueError, match="training_data yielded no batches in epoch 1"):
         t.run(1)
     assert len(seen) == 1
+
+
+# -- any exception from a plugin's import or construction names the plugin -------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "failure"),
+    [
+        ("import sys\nsys.exit(3)\n", "failed to import: SystemExit: 3"),
+        ("class Stop(BaseException):\n    pass\n\nraise Stop('odd')\n", "failed to import: Stop: odd"),
+        (
+            "class Plugin:\n    def __init__(self):\n        raise SystemExit('no display')\n",
+            "failed to construct: SystemExit: no display",
+        ),
+    ],
+)
+def test_a_plugin_raising_any_base_exception_gives_a_plugin_error(make_distribution, source, failure):
+    make_distribution("ignite-quits", "0.2", {"quits": "quits_mod:Plugin"}, "quits_mod", source)
+    with pytest.raises(PluginError) as info:
+        trainer()
+    message = str(info.value)
+    assert f"Plugin 'quits' (entry point 'quits_mod:Plugin' of ignite-quits 0.2) {failure}." in message
+    assert "plugins={'quits': False}" in message and "IGNITE_DISABLE_PLUGINS=quits" in message
+    assert not isinstance(info.value.__cause__, Exception) and isinstance(info.value.__cause__, BaseException)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["raise KeyboardInterrupt\n", "class Plugin:\n    def __init__(self):\n        raise KeyboardInterrupt\n"],
+)
+def test_keyboard_interrupt_in_a_plugin_s_import_or_construction_propagates(make_distribution, source):
+    make_distribution("ignite-ctrlc", "1.0", {"ctrlc": "ctrlc_mod:Plugin"}, "ctrlc_mod", source)
+    with pytest.raises(KeyboardInterrupt):
+        trainer()
+
+
+# -- one validation path: what a Trainer refuses, the listing shows as failed ----------------
+
+WRONG_ARGUMENT = """
+    from ignite import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def ignite_epoch_completed(self, trainr):
+            pass
+"""
+
+WRONG_HOOK = """
+    from ignite import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def ignite_epoch_complete(self, trainer):
+            pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        (WRONG_ARGUMENT, "has a hook that does not match its spec (Plugin 'wrong' for hook 'ignite_epoch_completed'; "),
+        (WRONG_HOOK, "implements 'ignite_epoch_complete', which is not an ignite hook. Did you mean 'ignite_epoch_completed'?"),
+    ],
+)
+def test_an_installed_plugin_with_a_bad_hook_is_refused_naming_its_entry_point_and_remedy(make_distribution, source, problem):
+    make_distribution("ignite-wrong", "1.1", {"wrong": "wrong_mod:Plugin"}, "wrong_mod", source)
+    with pytest.raises(PluginError) as info:
+        trainer()
+    message = str(info.value)
+    assert message.startswith(f"Plugin 'wrong' (entry point 'wrong_mod:Plugin' of ignite-wrong 1.1) {problem}")
+    assert message.endswith("disable it with Trainer(..., plugins={'wrong': False}) or IGNITE_DISABLE_PLUGINS=wrong.")
+    assert "wrong" not in trainer(plugins={"wrong": False}).plugins
+
+
+def test_the_same_module_under_two_entry_point_names_is_refused_naming_the_second(make_distribution):
+    make_distribution(
+        "ignite-twice", "1.0", {"first": "twice_mod", "second": "twice_mod"}, "twice_mod", "seen = []\n"
+    )
+    with pytest.raises(PluginError, match=r"Plugin 'second' \(entry point 'twice_mod' of ignite-twice 1.0\) is the same object as plugin 'first', registered before it\. Fix"):
+        trainer()
+    assert list(trainer(plugins={"second": False}).plugins) == ["first"]
+
+
+# -- two distributions claiming one plugin name ------------------------------------------------
+
+
+def test_two_distributions_with_one_plugin_name_are_both_named_and_neither_is_imported(make_distribution, caplog):
+    make_distribution("ignite-alpha", "1.0", {"dup": "alpha_mod:Plugin"}, "alpha_mod", "raise RuntimeError('alpha ran')\n")
+    make_distribution("ignite-beta", "2.5", {"dup": "beta_mod:Plugin"}, "beta_mod", "raise RuntimeError('beta ran')\n")
+    with pytest.raises(PluginError) as info:
+        trainer()
+    message = str(info.value)
+    assert message.startswith("Plugin 'dup' is claimed by 2 distributions: ")
+    claims = {"ignite-alpha 1.0 (entry point 'alpha_mod:Plugin')", "ignite-beta 2.5 (entry point 'beta_mod:Plugin')"}
+    assert set(message.split(": ", 1)[1].split(". ")[0].split(" and ")) == claims
+    assert "Uninstall one of them, or disable it with Trainer(..., plugins={'dup': False})" in message
+    assert "alpha_mod" not in sys.modules and "beta_mod" not in sys.modules
+    with caplog.at_level(logging.WARNING, logger="ignite"):
+        assert "dup" not in trainer(plugins={"dup": False}).plugins  # disabled: quiet
+    assert caplog.records == []
+
+
+def test_one_distribution_seen_twice_on_sys_path_is_loaded_once_quietly(make_distribution, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    info = make_distribution("ignite-counting", "1.0", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    build = tmp_path / "build"
+    shutil.copytree(info.parent, build)  # e.g. an editable install and its build folder
+    monkeypatch.syspath_prepend(str(build))
+    with caplog.at_level(logging.WARNING, logger="ignite"):
+        t = trainer()
+    assert list(t.plugins) == ["counting"] and caplog.records == []
+
+
+# -- the environment variables ---------------------------------------------------------------
+
+
+def test_disable_plugins_names_that_match_nothing_are_warned_about_with_close_matches(make_distribution, monkeypatch, caplog):
+    make_distribution("ignite-counting", "1.0", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    make_distribution("ignite-visual", "1.0", {"visual": "visual_mod:Counting"}, "visual_mod", COUNTING_PLUGIN)
+    standard = [name for name in os.environ["IGNITE_DISABLE_PLUGINS"].split(",") if name]
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", ",".join([*standard, "countng", "visual;counting", "visual"]))
+    with caplog.at_level(logging.WARNING, logger="ignite"):
+        t = trainer()
+    assert list(t.plugins) == ["counting"]  # the typo blocked nothing; "visual" alone did
+    messages = sorted(record.getMessage() for record in caplog.records if record.name == "ignite")
+    installed = ", ".join(installed_plugin_names())
+    assert messages == [
+        "IGNITE_DISABLE_PLUGINS names 'countng', which is no installed plugin: it blocks nothing. "
+        f"Did you mean 'counting'? Installed plugins: {installed}.",
+        "IGNITE_DISABLE_PLUGINS names 'visual;counting', which is no installed plugin: it blocks nothing. "
+        "Separate names with commas: IGNITE_DISABLE_PLUGINS=visual,counting. "
+        f"Did you mean 'counting'? Installed plugins: {installed}.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "autoload"),
+    [
+        ("1", False), ("true", False), ("TRUE", False), ("Yes", False), (" on ", False),
+        ("0", True), ("false", True), ("False", True), ("no", True), ("OFF", True), ("", True),
+    ],
+)
+def test_disable_autoload_is_read_as_a_boolean(make_distribution, monkeypatch, value, autoload):
+    make_distribution("ignite-counting", "1.0", {"counting": "counting_mod:Counting"}, "counting_mod", COUNTING_PLUGIN)
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", value)
+    assert ("counting" in trainer().plugins) is autoload
+
+
+@pytest.mark.parametrize("value", ["2", "disable", "y", "true,"])
+def test_disable_autoload_refuses_a_value_that_is_not_a_boolean(monkeypatch, value):
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", value)
+    with pytest.raises(PluginError) as info:
+        trainer()
+    assert str(info.value) == (
+        f"IGNITE_DISABLE_PLUGIN_AUTOLOAD={value!r} is not a boolean. Accepted values, in any case: "
+        "1, true, yes, on (yes); 0, false, no, off (no); empty or unset (no)."
+    )

@@ -26,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ignite import EventHandle, TrainingEvents, hookimpl
@@ -114,6 +115,69 @@ def _is_console_handler(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)
 
 
+class _TqdmWrite(logging.Handler):
+    """Stands in for a console handler while bars are drawn: same level, filters and format,
+    but writes through ``tqdm.write``, which lifts the bars above the line."""
+
+    def __init__(self, console: logging.StreamHandler[TextIO], write: Callable[..., None]) -> None:
+        super().__init__(console.level)
+        self.console = console
+        self._write = write
+
+    def filter(self, record: logging.LogRecord) -> Any:
+        return self.console.filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._write(self.console.format(record), file=self.console.stream)
+            self.console.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class _ConsoleRedirect:
+    """The console handlers of the root and ``ignite`` loggers, swapped for :class:`_TqdmWrite`
+    stand-ins while any progress bar in the process is open. Reference-counted under a lock:
+    trainers in threads share one swap, and the last one to finish puts the originals back
+    (tqdm's ``logging_redirect_tqdm`` restores what it saw on entry, which is another
+    trainer's stand-ins when runs overlap)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._loggers: list[logging.Logger] = []
+
+    def acquire(self, write: Callable[..., None]) -> None:
+        """Start the redirection, or join the one in place."""
+        with self._lock:
+            if self._users == 0:
+                self._loggers = []
+                for logger_ in (logging.root, logging.getLogger("ignite")):
+                    handlers = logger_.handlers
+                    if any(_is_console_handler(handler) for handler in handlers):
+                        logger_.handlers = [
+                            _TqdmWrite(handler, write) if _is_console_handler(handler) else handler
+                            for handler in handlers
+                        ]
+                        self._loggers.append(logger_)
+            self._users += 1
+
+    def release(self) -> None:
+        """Leave the redirection; the last to leave gives every console handler back, in its
+        place (handlers added or removed meanwhile stay added or removed)."""
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                for logger_ in self._loggers:
+                    logger_.handlers = [
+                        handler.console if isinstance(handler, _TqdmWrite) else handler for handler in logger_.handlers
+                    ]
+                self._loggers = []
+
+
+_console = _ConsoleRedirect()
+
+
 class ProgressBar:
     """Show a tqdm progress bar per epoch.
 
@@ -159,7 +223,7 @@ class ProgressBar:
         self._stride_handle: EventHandle | None = None
         self._training_postfix = ""
         self._postfix_at = -float("inf")  # when the training value was last read (_clock)
-        self._logging_redirect: contextlib.ExitStack | None = None
+        self._redirecting = False  # whether this plugin holds a share of _console
 
     def _open(self, **options: Any) -> tqdm | None:
         """A tqdm bar on rank 0, or None when tqdm would not draw it (then the per-iteration
@@ -172,47 +236,37 @@ class ProgressBar:
         if bar.disable:
             bar.close()
             return None
-        if self._logging_redirect is None:
-            self._redirect_logging(tqdm)
+        if not self._redirecting:
+            # While bars are drawn, log lines go through tqdm.write (else the trainer's epoch
+            # line, logged while the epoch's bar is open, would run into it).
+            try:
+                _console.acquire(tqdm.write)
+            except BaseException:
+                bar.close()
+                raise
+            self._redirecting = True
         return bar
 
-    def _redirect_logging(self, tqdm_class: type) -> None:
-        """While bars are drawn, let the console handlers of the root and ``ignite`` loggers
-        write through ``tqdm.write``, which lifts the bars above each line (else the trainer's
-        epoch line, logged while the epoch's bar is open, would run into it)."""
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        stack = contextlib.ExitStack()
-        # logging_redirect_tqdm adds a handler to every logger it is given: give it only those
-        # that print to the console, or a message would be printed once more by the root.
-        loggers = [
-            candidate
-            for candidate in (logging.root, logging.getLogger("ignite"))
-            if any(_is_console_handler(handler) for handler in candidate.handlers)
-        ]
-        if loggers:
-            stack.enter_context(logging_redirect_tqdm(loggers=loggers, tqdm_class=tqdm_class))
-        self._logging_redirect = stack
-
     def _close_all(self) -> None:
-        """Close the bars, detach the stride handler and give the loggers their handlers back."""
-        redirect, self._logging_redirect = self._logging_redirect, None
+        """Close the bars, detach the stride handler and give the loggers their handlers back;
+        each step is taken even when an earlier one raises."""
+        redirecting, self._redirecting = self._redirecting, False
         handle, self._stride_handle = self._stride_handle, None
-        try:
+        with contextlib.ExitStack() as steps:  # run last-in first-out
+            if redirecting:
+                steps.callback(_console.release)
+            steps.callback(self._close_bars)
             if handle is not None:
-                handle.remove()
-            self._close_bars()
-        finally:
-            if redirect is not None:
-                redirect.close()
+                steps.callback(handle.remove)
 
     def _close_bars(self) -> None:
         validation, self._validation = self._validation, None
         training, self._training = self._training, None
-        if validation is not None:
-            validation.bar.close()
-        if training is not None:
-            training.bar.close()
+        with contextlib.ExitStack() as closes:  # the epoch's bar is closed even if the other's close fails
+            if training is not None:
+                closes.callback(training.bar.close)
+            if validation is not None:
+                closes.callback(validation.bar.close)
 
     # -- training -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ buffered file: see :class:`_EventFile`):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -96,8 +97,15 @@ class _EventFile:
             except FileExistsError:
                 continue
             break
-        self._write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-        self.flush()
+        try:
+            self._write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+            self.flush()
+        except BaseException:
+            # No caller holds this object yet: close here, or the descriptor lives as long as the
+            # traceback. close() retries the failed flush and raises again, but closes regardless.
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise
 
     def _write(self, data: bytes) -> None:
         header = self._headers.get(len(data))
@@ -226,15 +234,16 @@ class TensorBoardLogger:
             logger.exception("Could not close the TensorBoard event file in %s", self.log_dir)
 
     def _close(self) -> None:
+        """Detach the handler, write what is pending and close the file: each step taken even
+        when an earlier one raises."""
         handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.remove()
         writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                self._write_pending(writer)
-            finally:
-                writer.close()
+        with contextlib.ExitStack() as steps:  # run last-in first-out
+            if writer is not None:
+                steps.callback(writer.close)
+                steps.callback(self._write_pending, writer)
+            if handle is not None:
+                steps.callback(handle.remove)
 
     def _write_pending(self, writer: _EventFile) -> None:
         pending = self._pending

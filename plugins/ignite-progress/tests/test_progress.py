@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
+import logging
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import ignite_progress
 import pytest
@@ -392,3 +395,101 @@ def test_an_epoch_resumed_inside_starts_its_bar_at_the_batches_done():
     assert " 7/20 " in text.split("\r")[1]
     lines = screen(text)
     assert len(lines) == 2 and all("20/20" in line for line in lines), lines
+
+
+@pytest.fixture
+def console_handlers():
+    """A console handler on the root logger and one on ``ignite``, removed afterwards."""
+    added = {logging.getLogger(): logging.StreamHandler(sys.stderr), logging.getLogger("ignite"): logging.StreamHandler(sys.stdout)}
+    for logger, handler in added.items():
+        logger.addHandler(handler)
+    yield added
+    for logger, handler in added.items():
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("failing", [None, "first", "second"])
+def test_trainers_in_threads_give_the_console_handlers_back_when_the_last_one_ends(console_handlers, failing):
+    loggers = list(console_handlers)
+    originals = [list(logger.handlers) for logger in loggers]
+    first_open, second_open, first_done = threading.Event(), threading.Event(), threading.Event()
+    while_second_alone = []
+
+    def first_epoch_started(trainer):  # after the plugin's hook: its bar is open
+        first_open.set()
+        assert second_open.wait(60), "the second trainer never opened its bar"
+        if failing == "first":
+            raise RuntimeError("first failed")
+
+    def second_epoch_started(trainer):
+        assert first_open.wait(60), "the first trainer never opened its bar"
+        second_open.set()
+        assert first_done.wait(60), "the first trainer never finished"
+        while_second_alone.append([list(logger.handlers) for logger in loggers])
+        if failing == "second":
+            raise RuntimeError("second failed")
+
+    outcomes = {}
+
+    def run(name, trainer, done=None):
+        try:
+            trainer.run(1)
+            outcomes[name] = None
+        except Exception as error:
+            outcomes[name] = error
+        finally:
+            if done is not None:
+                done.set()
+
+    first, second = make_trainer(io.StringIO()), make_trainer(io.StringIO())
+    first.add_event_handler(TrainingEvents.EPOCH_STARTED, first_epoch_started)
+    second.add_event_handler(TrainingEvents.EPOCH_STARTED, second_epoch_started)
+    threads = [
+        threading.Thread(target=run, args=("first", first, first_done)),
+        threading.Thread(target=run, args=("second", second)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert {name: str(error) if error else None for name, error in outcomes.items()} == {
+        "first": "first failed" if failing == "first" else None,
+        "second": "second failed" if failing == "second" else None,
+    }
+    # The first trainer ended while the second still drew: the console handlers stayed redirected.
+    ((root_handlers, ignite_handlers),) = while_second_alone
+    assert console_handlers[loggers[0]] not in root_handlers and console_handlers[loggers[1]] not in ignite_handlers
+    assert [logger.handlers for logger in loggers] == originals
+
+
+class BrokenStream(io.StringIO):
+    """An output that starts failing like a closed pipe once ``broken`` is set."""
+
+    broken = False
+
+    def write(self, text):
+        if self.broken:
+            raise OSError(errno.EPIPE, "Broken pipe")
+        return super().write(text)
+
+
+def test_bars_and_handlers_are_given_back_when_closing_a_bar_fails(console_handlers, caplog):
+    from tqdm import tqdm
+
+    loggers = list(console_handlers)
+    originals = [list(logger.handlers) for logger in loggers]
+    output = BrokenStream()
+    trainer = make_trainer(output)
+
+    def break_output_then_fail(t):
+        output.broken = True
+        raise RuntimeError("validation broke")
+
+    trainer.add_event_handler(TrainingEvents.VALIDATION_ITERATION_STARTED, break_output_then_fail)
+    with caplog.at_level(logging.ERROR, logger="ignite.progress"), pytest.raises(RuntimeError, match="validation broke"):
+        trainer.run(1)
+    assert len(tqdm._instances) == 0  # both bars closed, though each close failed to write
+    assert [logger.handlers for logger in loggers] == originals
+    (record,) = [record for record in caplog.records if record.name == "ignite.progress"]
+    assert record.getMessage() == "Could not close the progress bar" and "Broken pipe" in str(record.exc_info[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -457,3 +458,50 @@ def test_a_scalar_is_encoded_as_summary_writer_add_scalar_encodes_it(tmp_path):
 
     assert len(records(tmp_path / "ours")) == len(values)
     assert records(tmp_path / "ours") == records(tmp_path / "torch")
+
+
+START_ON_A_FULL_DISK = """
+import errno, json, os, resource, signal, sys
+
+import google_crc32c, tensorboard.compat.proto.event_pb2, tensorboard.compat.proto.summary_pb2  # before the limit
+from ignite import Trainer
+
+log_dir = sys.argv[1]
+trainer = Trainer([1.0, 2.0], lambda batch: batch, plugins={"tensorboard": {"log_dir": log_dir}})
+
+
+def open_in_log_dir():
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor listdir itself used, closed by now
+            pass
+    return [path for path in paths if path.startswith(log_dir)]
+
+
+# No regular file may grow (the disk is full, as far as this process can tell): the event file
+# is created, and its first write fails with EFBIG instead of the process being killed.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    trainer.run(1)
+except OSError as error:
+    # Looked at while the exception is held, as a caller that catches or logs it holds it.
+    report = {"errno": errno.errorcode[error.errno], "open": open_in_log_dir(), "files": os.listdir(log_dir)}
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_FSIZE and /proc/self/fd")
+def test_an_event_file_whose_first_write_fails_is_closed(tmp_path):
+    # A real write failure: a subprocess limited to files of 0 bytes (RLIMIT_FSIZE), the closest
+    # to a full disk without one; stdout is a pipe, so the report still gets out.
+    result = subprocess.run(
+        [sys.executable, "-c", START_ON_A_FULL_DISK, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["errno"] == "EFBIG" and len(report["files"]) == 1  # the file was created, then its write failed
+    assert report["open"] == []
+
