@@ -39,8 +39,10 @@ class TrainingEvents(enum.Enum):
       TRAINING_ITERATION_* handler it skips that epoch's validation.
     * On an exception (``KeyboardInterrupt`` included) raised by an update function, a
       handler or a plugin hook, no further regular event fires: EXCEPTION_RAISED fires once
-      with the exception, which then propagates unchanged. An exception raised while
-      EXCEPTION_RAISED is being handled propagates at once, with the first as its context.
+      with the exception, which then propagates unchanged. An exception raised by an
+      EXCEPTION_RAISED handler or hook does not stop the others (they close what the run
+      opened); once all have run, the first such exception propagates, with the run's
+      exception as its context.
     * Plugins wrap ad-hoc handlers: at ``*_STARTED``/``*_STARTING`` events plugin hooks run
       before the handlers; at ``*_COMPLETED`` events and EXCEPTION_RAISED the handlers run
       first. So a plugin has set things up before user code runs, and sees what user code

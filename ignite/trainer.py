@@ -634,12 +634,20 @@ class Trainer:
                 logger.info("Profile of the run (%s):\n%s", "Trainer(profile=True)", self._profiler.table())
         except BaseException as error:
             self._note_plugin_culprit(error)
-            try:
-                for callback in self._callbacks[_INDEX[TrainingEvents.EXCEPTION_RAISED]]:
+            # Every EXCEPTION_RAISED callback runs, even after one fails: the later ones close
+            # files, bars and writers. The first failure propagates, with the run's as context.
+            failure: BaseException | None = None
+            for callback in self._callbacks[_INDEX[TrainingEvents.EXCEPTION_RAISED]]:
+                try:
                     callback(self, error)
-            except BaseException as second:
-                self._note_plugin_culprit(second)
-                raise
+                except BaseException as second:
+                    self._note_plugin_culprit(second)
+                    if failure is None:
+                        failure = second
+                    else:
+                        failure.add_note(f"EXCEPTION_RAISED: another callback raised too: {second!r}")
+            if failure is not None:
+                raise failure
             raise
 
     def profile_report(self) -> list[dict[str, Any]]:

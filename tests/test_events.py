@@ -227,6 +227,26 @@ def test_exception_in_exception_handler_propagates_with_context():
     assert isinstance(info.value.__context__, Boom)
 
 
+def test_a_failing_exception_handler_does_not_stop_the_others(recording_plugin):
+    def update(batch):
+        raise Boom("first")
+
+    def bad_handler(trainer, exception):
+        raise RuntimeError("second")
+
+    log: list[str] = []
+    trainer = Trainer([1], update)
+    trainer.register_plugin(recording_plugin(log, "plugin"), name="closer")
+    trainer.add_event_handler(E.EXCEPTION_RAISED, bad_handler)
+    trainer.add_event_handler(E.EXCEPTION_RAISED, lambda t, exc: log.append("handler:EXCEPTION_RAISED"))
+    trainer.add_event_handler(E.EXCEPTION_RAISED, lambda t, exc: 1 / 0)
+    with pytest.raises(RuntimeError, match="second") as info:
+        trainer.run(1)
+    assert isinstance(info.value.__context__, Boom)
+    assert log[-2:] == ["handler:EXCEPTION_RAISED", "plugin:EXCEPTION_RAISED"]
+    assert any("ZeroDivisionError" in note for note in info.value.__notes__)
+
+
 def test_plugins_wrap_handlers_and_handlers_run_in_order_added(recording_plugin):
     log: list[str] = []
     trainer = Trainer([1], lambda b: b, validation_data=[1], validation_update_function=lambda b: b)
