@@ -21,7 +21,15 @@ import torch
 import ignite
 from ignite import History, PluginError, Trainer, TrainingEvents
 from ignite.testing import is_gloo_teardown_abort
-from ignite_checkpoint import Checkpoint, CheckpointError, checkpoint_name, list_checkpoints, load_checkpoint
+from ignite_checkpoint import (
+    LOCK_NAME,
+    Checkpoint,
+    CheckpointError,
+    NewerFormatError,
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 from importlib.metadata import entry_points
 
@@ -192,6 +200,7 @@ def test_uninterrupted_run_saves_every_k_iterations_and_every_epoch_keeping_the_
     assert "Resumed from" not in stderr
     folder = runs["configs"]["A"]["dirname"]
     assert sorted(os.listdir(folder)) == [
+        LOCK_NAME,  # kept: removing it would race with a run opening it
         "checkpoint_e0002_i00000016.pt",
         "checkpoint_e0003_i00000020.pt",
         "checkpoint_e0003_i00000024.pt",
@@ -328,7 +337,7 @@ def test_sigkill_while_writing_a_64mb_checkpoint_leaves_the_previous_one_loadabl
     assert returncode == 0, stderr[-3000:]
     assert "Removed 1 unfinished temporary checkpoint file(s)" in stderr
     assert f"Resumed from {folder / newest}" in stderr
-    assert not [n for n in os.listdir(folder) if n.startswith(".")]
+    assert not [n for n in os.listdir(folder) if n.startswith(".checkpoint_")]
     result = load_out(tmp_path / "big.pt")
     assert result["iteration"] == 8 and history_length(result["training"]) == 8
 
@@ -526,6 +535,7 @@ def test_keep_prunes_to_the_newest_k_of_this_run_and_leaves_other_files_alone(tm
     trainer.run(3)
     assert "already holds 1 checkpoint(s)" in caplog.text
     assert sorted(os.listdir(folder)) == [
+        LOCK_NAME,
         "checkpoint_e0000_i00000000.pt",
         "checkpoint_e0003_i00000011.pt",
         "checkpoint_e0003_i00000012.pt",
@@ -561,7 +571,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file
     with pytest.raises(OSError, match="No space left") as error:
         trainer.run(1)
     assert any("checkpoint" in note for note in getattr(error.value, "__notes__", []))
-    assert sorted(os.listdir(folder)) == ["checkpoint_e0001_i00000002.pt"]  # kept: its successor never completed
+    assert sorted(os.listdir(folder)) == [LOCK_NAME, "checkpoint_e0001_i00000002.pt"]  # kept: its successor never completed
     assert load_checkpoint(folder / "checkpoint_e0001_i00000002.pt")["trainer"]["current_iteration"] == 2
 
 
@@ -588,9 +598,8 @@ def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_e
     small_run(folder / "other")[0].run(1)
     wrong = torch.nn.Linear(5, 1)
     trainer, _, _ = small_run(folder / "other", resume=True, objects={"model": wrong, "optimizer": torch.optim.SGD(wrong.parameters())})
-    with pytest.raises(RuntimeError, match="size mismatch") as error:
+    with pytest.raises(CheckpointError, match=r"'weight' has shape \(1, 3\) in the checkpoint and \(1, 5\) in this model"):
         trainer.run(2)
-    assert any("checkpoint_e0001_i00000004.pt" in note for note in error.value.__notes__)
 
 
 def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, only_checkpoint, caplog):
