@@ -8,46 +8,85 @@ Enable it with a folder and the objects to save::
     })
 
 A checkpoint is ``{"format": "ignite-checkpoint/1", "trainer": trainer.state_dict(),
-"objects": {name: obj.state_dict()}}`` written with :func:`torch.save` to a temporary file in
-the same folder, flushed, fsynced and renamed over its final name, so a file under a final
-name is always complete. Checkpoints are read with ``torch.load(weights_only=True)``: loading
-one cannot run code.
+"objects": {name: encode(obj.state_dict())}}`` written with :func:`torch.save` to a temporary
+file in the same folder, flushed, fsynced and renamed over its final name, so a file under a
+final name is always complete. Its zip comment holds a CRC-32 of the file, verified on load.
+Checkpoints are read with ``torch.load(weights_only=True)``: loading one cannot run code.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
 import io
 import logging
 import os
 import queue
 import re
+import socket
 import threading
+import zlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 import torch
 
 import ignite
 from ignite import distributed, hookimpl
+from ignite.serialization import decode, encode
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no folder lock
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from ignite.trainer import Trainer
 
-__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "checkpoint_name", "list_checkpoints", "load_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "NewerFormatError",
+    "checkpoint_name",
+    "list_checkpoints",
+    "load_checkpoint",
+]
 
 logger = logging.getLogger("ignite.checkpoint")
 
 #: The value of the ``"format"`` key of every checkpoint this module writes.
 FORMAT = "ignite-checkpoint/1"
+_FORMAT_VERSION = 1
+_FORMAT_PATTERN = re.compile(r"ignite-checkpoint/(\d+)")
 
 _NAME = re.compile(r"checkpoint_e(\d+)_i(\d+)\.pt")
 _TEMPORARY_PREFIX = ".checkpoint_"
 _TEMPORARY_SUFFIX = ".tmp"
+_UNREADABLE_SUFFIX = ".unreadable"
+#: Held (fcntl.flock) by the run that writes the folder; it holds that run's pid and host.
+LOCK_NAME = ".ignite-checkpoint.lock"
+
+# The zip "end of central directory" record torch.save ends its file with: 22 bytes, the last
+# two the length of the archive's comment (torch writes none). The checksum goes in that
+# comment, so the file stays a valid zip that torch.load and unzip read as before.
+_END_SIGNATURE = b"PK\x05\x06"
+_END_SIZE = 22
+_CHECKSUM_PREFIX = b"ignite-checkpoint crc32 "
+_CHECKSUM_SIZE = len(_CHECKSUM_PREFIX) + 8  # 8 hex digits: the CRC-32 of every byte before them
+_READ_CHUNK = 4 * 2**20
 
 
 class CheckpointError(Exception):
-    """A file cannot be used as a checkpoint: it is missing, truncated, corrupt, refused by
-    the weights-only loader, or not a checkpoint of this plugin. The message names the file."""
+    """A file cannot be used as a checkpoint (missing, truncated, corrupt, failing its
+    checksum, refused by the weights-only loader, not a checkpoint of this plugin), or a
+    checkpoint does not fit this run, or the folder is in use by another run. The message names
+    the file or folder and the fix."""
+
+
+class NewerFormatError(CheckpointError):
+    """The checkpoint was written by a newer ignite-checkpoint, in a format this one cannot
+    read: upgrade ignite-checkpoint. Resume stops on it rather than fall back to older files."""
 
 
 def checkpoint_name(epoch: int, iteration: int) -> str:
@@ -74,35 +113,87 @@ def list_checkpoints(dirname: str | os.PathLike[str]) -> list[str]:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :class:`Checkpoint`, on the CPU, with
-    ``torch.load(weights_only=True)``.
+    """Read a checkpoint written by :class:`Checkpoint`, on the CPU, after verifying its
+    checksum, with ``torch.load(weights_only=True)``.
 
-    Returns ``{"format": ..., "trainer": {...}, "objects": {name: state}}``. Raises
-    :class:`CheckpointError` naming the file when it is missing, truncated or corrupt, holds
-    anything the weights-only loader refuses (a pickle that would run code), or is some other
-    torch file.
+    Returns ``{"format": ..., "trainer": {...}, "objects": {name: state}}``, the objects' states
+    as encoded when saved (:func:`ignite.serialization.decode` turns numpy values back). Raises
+    :class:`CheckpointError` naming the file when it is missing, truncated or corrupt (its
+    checksum does not match), holds anything the weights-only loader refuses, or is some other
+    torch file; :class:`NewerFormatError` when a newer ignite-checkpoint wrote it. A file written
+    before checkpoints carried a checksum loads unverified, with an INFO log saying so.
     """
     path = os.fspath(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        file = open(path, "rb")
     except FileNotFoundError:
         raise CheckpointError(f"Checkpoint {path!r} does not exist") from None
-    except OSError as error:  # a folder, no permission, an I/O error
+    except OSError as error:  # a folder, no permission
         raise CheckpointError(f"Checkpoint {path!r} cannot be opened: {type(error).__name__}: {error}") from error
-    except Exception as error:  # zip, pickle, EOF and weights-only errors all mean "unusable"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    with file:
+        try:
+            verified = _verify_checksum(file, path)
+            file.seek(0)
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except CheckpointError:
+            raise
+        except OSError as error:  # an I/O error
+            raise CheckpointError(f"Checkpoint {path!r} cannot be read: {type(error).__name__}: {error}") from error
+        except Exception as error:  # zip, pickle, EOF and weights-only errors all mean "unusable"
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CheckpointError(
+                f"Checkpoint {path!r} cannot be read (truncated, corrupt, or holding objects that a "
+                f"weights-only load refuses): {type(error).__name__}: {first_line}"
+            ) from error
+    found = state.get("format") if isinstance(state, dict) else None
+    match = _FORMAT_PATTERN.fullmatch(found) if isinstance(found, str) else None
+    if match is not None and int(match.group(1)) > _FORMAT_VERSION:
+        raise NewerFormatError(
+            f"Checkpoint {path!r} was written by a newer ignite-checkpoint (format {int(match.group(1))}); this one "
+            f"reads format {_FORMAT_VERSION}: upgrade ignite-checkpoint to load it"
+        )
+    if not isinstance(state, dict) or found != FORMAT:
+        found_text = f"format {found!r}" if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
-            f"Checkpoint {path!r} cannot be read (truncated, corrupt, or holding objects that a "
-            f"weights-only load refuses): {type(error).__name__}: {first_line}"
-        ) from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = f"format {state.get('format')!r}" if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{path!r} is not an ignite checkpoint (expected a dict with format {FORMAT!r}, found {found})"
+            f"{path!r} is not an ignite checkpoint (expected a dict with format {FORMAT!r}, found {found_text})"
         )
     if not isinstance(state.get("trainer"), dict) or not isinstance(state.get("objects"), dict):
         raise CheckpointError(f"Checkpoint {path!r} lacks its 'trainer' or 'objects' entry")
+    if not verified:
+        logger.info("Checkpoint %s has no checksum (written before ignite-checkpoint recorded one): loaded unverified", path)
     return state
+
+
+def _verify_checksum(file: IO[bytes], path: str) -> bool:
+    """True when the file's checksum matches its content; False for a torch file without one
+    (an older checkpoint, or a foreign file that the format check then refuses). Raises
+    :class:`CheckpointError` when the checksum does not match or the file ends like neither."""
+    size = os.fstat(file.fileno()).st_size
+    tail_size = _END_SIZE + _CHECKSUM_SIZE
+    file.seek(max(0, size - tail_size))
+    tail = file.read(tail_size)
+    if len(tail) == tail_size and tail[:4] == _END_SIGNATURE and tail[-_CHECKSUM_SIZE:-8] == _CHECKSUM_PREFIX:
+        file.seek(0)
+        crc, remaining = 0, size - 8
+        while remaining:  # in chunks: a checkpoint may be larger than the memory to spare
+            chunk = file.read(min(remaining, _READ_CHUNK))
+            if not chunk:
+                raise CheckpointError(f"Checkpoint {path!r} became shorter while it was read")
+            crc = zlib.crc32(chunk, crc)
+            remaining -= len(chunk)
+        stored = tail[-8:].decode("ascii", "replace")
+        if f"{crc:08x}" != stored:
+            raise CheckpointError(
+                f"Checkpoint {path!r} is corrupt: its content does not match its checksum (crc32 {stored} saved, "
+                f"{crc:08x} now), so a disk or copy error changed it. Restore it from a copy or remove it"
+            )
+        return True
+    if len(tail) >= _END_SIZE and tail[-_END_SIZE:-_END_SIZE + 4] == _END_SIGNATURE and tail[-2:] == b"\0\0":
+        return False
+    raise CheckpointError(
+        f"Checkpoint {path!r} is truncated or corrupt: it ends neither with an ignite-checkpoint checksum nor "
+        "like a torch file"
+    )
 
 
 def _open_directory(dirname: str) -> int | None:
@@ -122,9 +213,23 @@ def _fsync_directory(directory_fd: int) -> None:
 
 
 def _serialized(payload: Any) -> memoryview:
+    """``torch.save(payload)`` in memory, with room for the checksum in its zip comment (see
+    :func:`_seal`, which fills it in on the writer thread)."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    size = buffer.tell()
+    with buffer.getbuffer() as view:
+        if size < _END_SIZE or view[size - _END_SIZE : size - _END_SIZE + 4] != _END_SIGNATURE or view[size - 2 : size] != b"\0\0":
+            raise RuntimeError("torch.save did not end its file with a zip end record without comment: cannot add a checksum")
+        view[size - 2 : size] = _CHECKSUM_SIZE.to_bytes(2, "little")
+    buffer.write(_CHECKSUM_PREFIX + b"0" * 8)
     return buffer.getbuffer()
+
+
+def _seal(data: memoryview) -> None:
+    """Write the CRC-32 of ``data`` (from :func:`_serialized`) into its last 8 bytes. On the
+    writer thread: zlib releases the GIL, so the training thread does not pay for it."""
+    data[-8:] = b"%08x" % zlib.crc32(data[:-8])
 
 
 def _atomic_write(data: Any, path: str, directory_fd: int | None) -> None:
@@ -200,6 +305,7 @@ class _BackgroundWriter:
             while (job := self._jobs.get()) is not None:
                 payload, path, done, written = job
                 try:
+                    _seal(payload)
                     _atomic_write(payload, path, directory_fd)
                     done()
                 except BaseException as error:  # handed to the training thread by wait()
@@ -226,6 +332,95 @@ class _BackgroundWriter:
                 self._jobs.put(None)
                 self._thread.join()
                 self._thread = None
+
+
+# Lock descriptors this process holds: a forked child (a DataLoader worker) closes its copies,
+# so the lock goes with the process that took it, not with its longest-lived child.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:  # pragma: no cover - already closed
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _lock_folder(dirname: str) -> int | None:
+    """Take the folder's lock (``fcntl.flock`` on :data:`LOCK_NAME`, which then names this
+    process) and return its descriptor, held until :func:`_unlock_folder` or the process ends.
+    Raises :class:`CheckpointError` naming the holder when another run holds it. None where
+    the platform or filesystem has no locks (with a warning)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        logger.warning("No folder lock on this platform: make sure one run at a time writes %s", dirname)
+        return None
+    path = os.path.join(dirname, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that has not written its name yet"
+        os.close(fd)
+        raise CheckpointError(
+            f"Checkpoint folder {dirname!r} is in use by another run ({holder}; lock file {path}): two runs writing "
+            "one folder would delete each other's files. Give this run another dirname, or stop that one first "
+            "(its lock goes when its process ends)"
+        ) from None
+    except OSError as error:  # e.g. ENOLCK: a filesystem without locks
+        os.close(fd)
+        logger.warning("Cannot lock %s (%s: %s): make sure one run at a time writes it", path, type(error).__name__, error)
+        return None
+    holder = (
+        f"pid {os.getpid()} on host {socket.gethostname()}, "
+        f"since {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
+    ).encode()
+    os.pwrite(fd, holder, 0)  # written before truncating: a reader never sees it empty
+    os.ftruncate(fd, len(holder))
+    _HELD_LOCKS.add(fd)
+    return fd
+
+
+def _unlock_folder(fd: int | None) -> None:
+    """Release a lock from :func:`_lock_folder`; the lock file stays (removing it would race
+    with a run opening it)."""
+    if fd is not None:
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)
+
+
+def _module_misfit(path: str, name: str, module: torch.nn.Module, state: Any) -> str | None:
+    """Why ``state`` cannot load into ``module`` (keys and shapes, as a strict
+    ``load_state_dict`` needs them), or None; checked before anything is restored."""
+    where = f"objects[{name!r}] ({type(module).__name__})"
+    fix = "resume with the model it was saved with, or give this run another dirname"
+    if not isinstance(state, Mapping):
+        return f"Checkpoint {path!r} holds a {type(state).__name__} for {where}, not a state dict: {fix}"
+    current = module.state_dict()
+    missing = [key for key in current if key not in state]
+    unexpected = [key for key in state if key not in current]
+    if missing or unexpected:
+        return (
+            f"Checkpoint {path!r} does not fit {where}: keys missing from the checkpoint {missing[:5]}, keys the "
+            f"model lacks {unexpected[:5]}: {fix}"
+        )
+    for key, value in current.items():
+        if not isinstance(value, torch.Tensor) or torch.nn.parameter.is_lazy(value):
+            continue
+        saved = state[key]
+        if not isinstance(saved, torch.Tensor):
+            return f"Checkpoint {path!r} holds a {type(saved).__name__} for {where}[{key!r}], not a tensor: {fix}"
+        if saved.shape != value.shape:
+            return (
+                f"Checkpoint {path!r} does not fit {where}: {key!r} has shape {tuple(saved.shape)} in the checkpoint "
+                f"and {tuple(value.shape)} in this model: {fix}"
+            )
+    return None
 
 
 def _positive_int_or_none(name: str, value: Any) -> int | None:
@@ -284,13 +479,18 @@ class Checkpoint:
             ``load_state_dict()`` (models, optimizers, LR schedulers, GradScalers).
         every_iterations: save after every this many training iterations (global count).
         every_epochs: save after every this many epochs. When neither is given: 1.
-        keep: how many of this run's checkpoints to keep (the newest ones); None keeps all.
+        keep: how many of this run's readable checkpoints to keep (the newest ones); None keeps
+            all. Files that cannot be read are never counted nor deleted.
         resume: at TRAINING_STARTED, load the newest checkpoint in ``dirname`` that can be
-            read (unreadable ones are skipped with a warning) and continue from it.
+            read (unreadable ones are skipped with a warning and renamed ``*.unreadable``) and
+            continue from it. When checkpoints exist and none can be read: CheckpointError.
+        start_over_if_unreadable: with ``resume``, start from scratch instead of raising when
+            no checkpoint in ``dirname`` can be read (they are kept, renamed ``*.unreadable``).
         save_on_interrupt: on KeyboardInterrupt, save a checkpoint of the point reached before
             the exception goes on.
 
-    Only the main process (rank 0) writes files; every rank loads on resume, so the folder
+    Only the main process (rank 0) writes files, and it locks the folder for the run (a second
+    run writing it is refused at TRAINING_STARTED); every rank loads on resume, so the folder
     must be visible to all of them.
     """
 
@@ -303,6 +503,7 @@ class Checkpoint:
         keep: int | None = 3,
         resume: bool = False,
         save_on_interrupt: bool = True,
+        start_over_if_unreadable: bool = False,
     ) -> None:
         if dirname is None:
             raise ignite.PluginInactive(
@@ -322,6 +523,7 @@ class Checkpoint:
         self.keep = _positive_int_or_none("keep", keep)
         self.resume = _check_bool("resume", resume)
         self.save_on_interrupt = _check_bool("save_on_interrupt", save_on_interrupt)
+        self.start_over_if_unreadable = _check_bool("start_over_if_unreadable", start_over_if_unreadable)
         if self.every_iterations is None:
             # No per-iteration hook at all when it has nothing to do: an attribute on the
             # instance hides the method from pluggy, so the hot path does not call it.
@@ -331,20 +533,24 @@ class Checkpoint:
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
         self._saved_iteration: int | None = None  # the global iteration of the newest of them
         self._writer = _BackgroundWriter(self.dirname)
+        self._lock: int | None = None  # descriptor of the folder's lock, held from TRAINING_STARTED to the run's end
 
     # -- hooks --------------------------------------------------------------------------
 
     @hookimpl(tryfirst=True)
     def ignite_training_started(self, trainer: Trainer) -> None:
-        """Create the folder and, with ``resume``, load the newest good checkpoint (once per
-        plugin instance: a second ``run()`` continues from where the first ended)."""
+        """Create and lock the folder (rank 0), remove unfinished temporary files and, with
+        ``resume``, load the newest good checkpoint (once per plugin instance: a second
+        ``run()`` continues from where the first ended)."""
+        if distributed.is_main_process() and self._lock is None:
+            os.makedirs(self.dirname, exist_ok=True)
+            self._lock = _lock_folder(self.dirname)
+            # Only now: without the lock, these could be another run's saves in progress.
+            self._remove_temporary_files()
         if self._started:
             return
         self._started = True
         existing = list_checkpoints(self.dirname)
-        if distributed.is_main_process():
-            os.makedirs(self.dirname, exist_ok=True)
-            self._remove_temporary_files()
         if self.resume:
             self._resume(trainer, existing)
         elif existing and distributed.is_main_process():
@@ -372,8 +578,11 @@ class Checkpoint:
 
     @hookimpl(trylast=True)
     def ignite_training_completed(self) -> None:
-        """Wait until the last checkpoint is on disk."""
-        self._writer.close()
+        """Wait until the last checkpoint is on disk, then release the folder."""
+        try:
+            self._writer.close()
+        finally:
+            self._release()
 
     @hookimpl(trylast=True)
     def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
@@ -387,7 +596,14 @@ class Checkpoint:
         try:
             self._save_on_interrupt(trainer, exception)
         finally:
-            self._writer.close()
+            try:
+                self._writer.close()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        _unlock_folder(lock)
 
     def _save_on_interrupt(self, trainer: Trainer, exception: BaseException) -> None:
         if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt) and self._ready):
@@ -461,8 +677,10 @@ class Checkpoint:
     def _write(self, trainer_state: dict[str, Any], path: str, ranks: list[dict[str, Any]] | None) -> None:
         payload: dict[str, Any] = {
             "format": FORMAT,
+            # Refuses here, naming where, what a weights-only load would refuse; the trainer's
+            # state comes encoded from trainer.state_dict().
             "trainer": trainer_state,
-            "objects": {name: obj.state_dict() for name, obj in self.objects.items()},
+            "objects": {name: encode(obj.state_dict(), f"objects[{name!r}]") for name, obj in self.objects.items()},
         }
         if ranks is not None:
             payload["trainer_ranks"] = ranks
@@ -505,33 +723,92 @@ class Checkpoint:
     # -- resuming -----------------------------------------------------------------------
 
     def _resume(self, trainer: Trainer, existing: list[str]) -> None:
-        # Every rank loads; only rank 0 logs.
+        # Every rank loads; only rank 0 logs, renames and prunes.
         main = distributed.is_main_process()
+        unreadable: list[str] = []  # the errors of the files skipped, newest first
         for index in range(len(existing) - 1, -1, -1):
             path = existing[index]
             try:
                 state = load_checkpoint(path)
+            except NewerFormatError:
+                raise  # readable by a newer version: falling back to an older file would lose work
             except CheckpointError as error:
                 if main:
                     logger.warning("Skipping %s; trying the previous checkpoint", error)
+                unreadable.append(str(error))
                 continue
+            # A checkpoint that does not fit (other shapes, objects, world size) is the run's
+            # configuration error: it raises, with nothing restored and nothing renamed.
             self._restore(trainer, path, state)
-            # The checkpoints up to this one are this run's predecessors: keep prunes them.
-            self._written = existing[: index + 1]
+            if main:
+                self._set_aside(existing[index + 1 :])
+                # This run's predecessors, readable ones only: keep prunes them.
+                self._written = self._readable(existing[:index]) + [path]
+            else:
+                self._written = [path]
             self._saved_iteration = state["trainer"]["current_iteration"]
             return
-        if not main:
+        if not existing:
+            if main:
+                logger.info("resume=True: no checkpoint in %s yet; starting from scratch", self.dirname)
             return
-        if existing:
+        listing = "\n".join(f"  - {reason}" for reason in reversed(unreadable))
+        if not self.start_over_if_unreadable:
+            raise CheckpointError(
+                f"resume=True: none of the {len(existing)} checkpoint(s) in {self.dirname!r} can be read, and "
+                f"starting from scratch would write over them:\n{listing}\nRestore them from a copy, move them "
+                "away, or pass start_over_if_unreadable=True to start from scratch (they are then kept, renamed "
+                f"*{_UNREADABLE_SUFFIX})"
+            )
+        if main:
             logger.warning(
-                "resume=True: none of the %d checkpoint(s) in %s can be read; starting from scratch",
+                "resume=True, start_over_if_unreadable=True: none of the %d checkpoint(s) in %s can be read; "
+                "starting from scratch:\n%s",
                 len(existing),
                 self.dirname,
+                listing,
             )
-        else:
-            logger.info("resume=True: no checkpoint in %s yet; starting from scratch", self.dirname)
+            self._set_aside(existing)
+
+    def _set_aside(self, paths: list[str]) -> None:
+        """Rename the unreadable checkpoints resume skipped to ``*.unreadable``: the resumed
+        run writes the same names again, and an unreadable file is never deleted."""
+        for path in paths:
+            target, number = path + _UNREADABLE_SUFFIX, 1
+            while os.path.exists(target):
+                number += 1
+                target = f"{path}{_UNREADABLE_SUFFIX}{number}"
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:  # removed meanwhile: nothing to keep
+                continue
+            logger.warning("Renamed the unreadable %s to %s: kept for you, out of resume's and keep's way", path, target)
+
+    def _readable(self, paths: list[str]) -> list[str]:
+        """The paths whose checkpoint can be read (checksum verified; a full load for older
+        files without one); the others are logged and left alone. All of them without keep."""
+        if self.keep is None:
+            return list(paths)
+        readable = []
+        for path in paths:
+            try:
+                with open(path, "rb") as file:
+                    verified = _verify_checksum(file, path)
+                if not verified:
+                    load_checkpoint(path)
+            except OSError as error:
+                reason = f"{path}: {type(error).__name__}: {error}"
+            except CheckpointError as error:
+                reason = str(error)
+            else:
+                readable.append(path)
+                continue
+            logger.warning("%s; it is left alone and not counted by keep", reason)
+        return readable
 
     def _restore(self, trainer: Trainer, path: str, state: dict[str, Any]) -> None:
+        """Restore the trainer and the objects from ``state``, all or nothing: everything is
+        validated before anything changes, and a step that fails anyway is rolled back."""
         saved = state["objects"]
         missing = [name for name in self.objects if name not in saved]
         if missing:
@@ -542,13 +819,39 @@ class Checkpoint:
         for name in saved:
             if name not in self.objects and distributed.is_main_process():
                 logger.warning("Checkpoint %s holds a state for %r, which objects= does not name: not restored", path, name)
-        for name, obj in self.objects.items():
+        trainer_state = self._own_trainer_state(path, state)
+        states = {}
+        for name in self.objects:
             try:
-                obj.load_state_dict(saved[name])
-            except Exception as error:
-                error.add_note(f"while restoring objects[{name!r}] from checkpoint {path!r}")
-                raise
-        trainer.load_state_dict(self._own_trainer_state(path, state))
+                states[name] = decode(saved[name])
+            except ValueError as error:  # an encoding this version does not know
+                raise CheckpointError(f"Checkpoint {path!r}: objects[{name!r}] cannot be decoded: {error}") from error
+        modules = [name for name, obj in self.objects.items() if isinstance(obj, torch.nn.Module)]
+        others = [name for name in self.objects if name not in modules]
+        for name in modules:
+            misfit = _module_misfit(path, name, self.objects[name], states[name])
+            if misfit is not None:
+                raise CheckpointError(misfit)
+        # The states to go back to: the trainer's, and deep copies of the other objects'
+        # (modules, validated above, are loaded last and need none).
+        before = {name: self._snapshot(path, name) for name in others}
+        trainer_before = trainer.state_dict()
+        name = None  # the trainer first: it validates everything before changing anything
+        try:
+            for name in [None, *others, *modules]:
+                target = trainer if name is None else self.objects[name]
+                try:
+                    target.load_state_dict(trainer_state if name is None else states[name])
+                except Exception as error:
+                    culprit = "its trainer state" if name is None else f"objects[{name!r}] ({type(target).__name__})"
+                    raise CheckpointError(
+                        f"Checkpoint {path!r}: {culprit} was refused, so nothing was restored: "
+                        f"{type(error).__name__}: {error}"
+                    ) from error
+        except BaseException as error:
+            # Every snapshot, not only those loaded: a plugin's state (LR reduction) may set an object.
+            self._roll_back(trainer, trainer_before, before, error)
+            raise
         if not distributed.is_main_process():
             return
         logger.info(
@@ -559,6 +862,25 @@ class Checkpoint:
             _where(state["trainer"]),
         )
 
+    def _snapshot(self, path: str, name: str) -> Any:
+        try:
+            return copy.deepcopy(self.objects[name].state_dict())
+        except Exception as error:
+            raise CheckpointError(
+                f"Not resuming from {path!r}: the state of objects[{name!r}] cannot be copied to go back to if "
+                f"restoring fails: {type(error).__name__}: {error}"
+            ) from error
+
+    def _roll_back(self, trainer: Trainer, trainer_before: dict[str, Any], before: dict[str, Any], error: BaseException) -> None:
+        for name, state in before.items():
+            try:
+                self.objects[name].load_state_dict(state)
+            except Exception as failure:  # the original error is the one to raise
+                error.add_note(f"and objects[{name!r}] could not be put back: {type(failure).__name__}: {failure}")
+        try:
+            trainer.load_state_dict(trainer_before)
+        except Exception as failure:
+            error.add_note(f"and the trainer could not be put back: {type(failure).__name__}: {failure}")
 
     @staticmethod
     def _own_trainer_state(path: str, state: dict[str, Any]) -> dict[str, Any]:

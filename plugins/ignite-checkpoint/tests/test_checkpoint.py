@@ -3,10 +3,15 @@ real corrupt, foreign and malicious files; real files, no mocks of the plugin's 
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import decimal
 import json
 import logging
 import os
 import pickle
+import struct
+import zipfile
 import shutil
 import signal
 import subprocess
@@ -15,13 +20,23 @@ import threading
 import time
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
 import ignite
 from ignite import History, PluginError, Trainer, TrainingEvents
+from ignite.serialization import NotLoadableError
 from ignite.testing import is_gloo_teardown_abort
-from ignite_checkpoint import Checkpoint, CheckpointError, checkpoint_name, list_checkpoints, load_checkpoint
+from ignite_checkpoint import (
+    LOCK_NAME,
+    Checkpoint,
+    CheckpointError,
+    NewerFormatError,
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 from importlib.metadata import entry_points
 
@@ -193,6 +208,7 @@ def test_uninterrupted_run_saves_every_k_iterations_and_every_epoch_keeping_the_
     assert "Resumed from" not in stderr
     folder = runs["configs"]["A"]["dirname"]
     assert sorted(os.listdir(folder)) == [
+        LOCK_NAME,  # kept: removing it would race with a run opening it
         "checkpoint_e0002_i00000016.pt",
         "checkpoint_e0003_i00000020.pt",
         "checkpoint_e0003_i00000024.pt",
@@ -329,7 +345,7 @@ def test_sigkill_while_writing_a_64mb_checkpoint_leaves_the_previous_one_loadabl
     assert returncode == 0, stderr[-3000:]
     assert "Removed 1 unfinished temporary checkpoint file(s)" in stderr
     assert f"Resumed from {folder / newest}" in stderr
-    assert not [n for n in os.listdir(folder) if n.startswith(".")]
+    assert not [n for n in os.listdir(folder) if n.startswith(".checkpoint_")]
     result = load_out(tmp_path / "big.pt")
     assert result["iteration"] == 8 and history_length(result["training"]) == 8
 
@@ -406,6 +422,8 @@ def small_run(folder, interrupt_at=None, **options):
         return loss.item()
 
     objects = options.pop("objects", {"model": model, "optimizer": optimizer})
+    if "more_objects" in options:
+        objects = {**objects, **options.pop("more_objects")}
     trainer = Trainer(data, update, plugins={"checkpoint": {"dirname": str(folder), "objects": objects, **options}})
     return trainer, model, optimizer
 
@@ -527,6 +545,7 @@ def test_keep_prunes_to_the_newest_k_of_this_run_and_leaves_other_files_alone(tm
     trainer.run(3)
     assert "already holds 1 checkpoint(s)" in caplog.text
     assert sorted(os.listdir(folder)) == [
+        LOCK_NAME,
         "checkpoint_e0000_i00000000.pt",
         "checkpoint_e0003_i00000011.pt",
         "checkpoint_e0003_i00000012.pt",
@@ -562,7 +581,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file
     with pytest.raises(OSError, match="No space left") as error:
         trainer.run(1)
     assert any("checkpoint" in note for note in getattr(error.value, "__notes__", []))
-    assert sorted(os.listdir(folder)) == ["checkpoint_e0001_i00000002.pt"]  # kept: its successor never completed
+    assert sorted(os.listdir(folder)) == [LOCK_NAME, "checkpoint_e0001_i00000002.pt"]  # kept: its successor never completed
     assert load_checkpoint(folder / "checkpoint_e0001_i00000002.pt")["trainer"]["current_iteration"] == 2
 
 
@@ -589,9 +608,8 @@ def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_e
     small_run(folder / "other")[0].run(1)
     wrong = torch.nn.Linear(5, 1)
     trainer, _, _ = small_run(folder / "other", resume=True, objects={"model": wrong, "optimizer": torch.optim.SGD(wrong.parameters())})
-    with pytest.raises(RuntimeError, match="size mismatch") as error:
+    with pytest.raises(CheckpointError, match=r"'weight' has shape \(1, 3\) in the checkpoint and \(1, 5\) in this model"):
         trainer.run(2)
-    assert any("checkpoint_e0001_i00000004.pt" in note for note in error.value.__notes__)
 
 
 def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, only_checkpoint, caplog):
@@ -707,3 +725,392 @@ def test_file_names_sort_like_progress():
     assert checkpoint_name(3, 150) == "checkpoint_e0003_i00000150.pt"
     names = [checkpoint_name(e, i) for e, i in [(1, 9), (2, 10), (2, 100), (10, 1000)]]
     assert names == sorted(names)
+
+
+# -- issue #13, 1: whatever is saved loads back; resume never throws work away --------------
+
+
+class Stats:
+    """A user object whose state holds numpy values and a Decimal."""
+
+    def __init__(self) -> None:
+        self.seen, self.scale, self.price = numpy.zeros(3), numpy.float32(1.0), decimal.Decimal("0")
+
+    def step(self) -> None:
+        self.seen = self.seen + numpy.arange(3)
+        self.scale = self.scale * numpy.float32(0.5)
+        self.price += decimal.Decimal("0.10")
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen.copy(), "scale": self.scale, "price": self.price}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen, self.scale, self.price = state["seen"], state["scale"], state["price"]
+
+
+def test_numpy_and_decimal_object_state_round_trips_through_a_resume(tmp_path, only_checkpoint, caplog):
+    folder = tmp_path / "ckpt"
+    stats = Stats()
+    trainer, _, _ = small_run(folder, more_objects={"stats": stats}, every_iterations=4)
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, lambda t: stats.step())
+    trainer.run(2)
+    caplog.set_level(logging.INFO, logger="ignite")
+    restored = Stats()
+    resumed, _, _ = small_run(folder, more_objects={"stats": restored}, resume=True, every_iterations=4)
+    resumed.run(2)  # resumed after epoch 2's last batch, of 2 epochs: nothing more to train
+    assert "Skipping" not in caplog.text and f"Resumed from {folder / 'checkpoint_e0002_i00000008.pt'}" in caplog.text
+    assert type(restored.seen) is numpy.ndarray and restored.seen.tolist() == [0.0, 8.0, 16.0]
+    assert type(restored.scale) is numpy.float32 and restored.scale == numpy.float32(0.5**8)
+    assert restored.price == decimal.Decimal("0.80")
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+@dataclasses.dataclass
+class Box:
+    side: float
+
+
+@pytest.mark.parametrize(("value", "kind"), [(Point(1, 2), "Point"), (Box(2.0), "Box")])
+def test_an_object_state_that_could_never_load_fails_at_save_naming_where_and_writes_nothing(
+    tmp_path, only_checkpoint, value, kind
+):
+    class Holder:
+        def state_dict(self):
+            return {"config": {"shape": value}, "weights": torch.ones(2)}
+
+        def load_state_dict(self, state):
+            pass
+
+    folder = tmp_path / "ckpt"
+    trainer, _, _ = small_run(folder, more_objects={"holder": Holder()})
+    with pytest.raises(NotLoadableError, match=rf"objects\['holder'\]\['config'\]\['shape'\] is a .*{kind}"):
+        trainer.run(1)
+    assert sorted(os.listdir(folder)) == [LOCK_NAME]  # no checkpoint that resume would skip
+
+
+def test_numpy_training_values_round_trip_through_a_resume(tmp_path, only_checkpoint, caplog):
+    # Needs the core's Trainer.state_dict() to encode histories (issue #13).
+    folder = tmp_path / "ckpt"
+    first = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dirname": str(folder)}})
+    first.run(2)
+    caplog.set_level(logging.INFO, logger="ignite")
+    resumed = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dirname": str(folder), "resume": True}})
+    resumed.run(3)
+    assert "Skipping" not in caplog.text and "Resumed from" in caplog.text
+    assert [float(v) for v in resumed.training_history] == [0.5, 1.0, 1.5] * 3
+
+
+def test_a_training_value_that_could_never_load_fails_at_save_and_writes_nothing(tmp_path, only_checkpoint):
+    # Needs the core's Trainer.state_dict() to encode histories (issue #13).
+    folder = tmp_path / "ckpt"
+    trainer = Trainer([1, 2, 3], lambda b: Box(b), plugins={"checkpoint": {"dirname": str(folder)}})
+    with pytest.raises(NotLoadableError, match="(?i)history"):
+        trainer.run(1)
+    assert list_checkpoints(folder) == [] and not [n for n in os.listdir(folder) if n.startswith(".checkpoint_")]
+
+
+def snapshot_files(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder)) if name != LOCK_NAME}
+
+
+def test_resume_stops_when_no_checkpoint_can_be_read_and_leaves_them_alone(tmp_path, only_checkpoint, caplog):
+    folder = tmp_path / "ckpt"
+    small_run(folder, keep=None)[0].run(2)
+    for path in list_checkpoints(folder):  # both cut short: a disk that lost their ends
+        Path(path).write_bytes(Path(path).read_bytes()[:200])
+    before = snapshot_files(folder)
+    trainer, model, _ = small_run(folder, resume=True, keep=1)
+    with pytest.raises(CheckpointError) as error:
+        trainer.run(4)
+    message = str(error.value)
+    assert f"none of the 2 checkpoint(s) in {str(folder)!r} can be read" in message
+    assert "start_over_if_unreadable=True" in message
+    for name in before:  # each file, and why
+        assert f"Checkpoint {str(folder / name)!r} is truncated or corrupt" in message
+    assert snapshot_files(folder) == before and trainer.current_iteration == 0
+
+    # Asked to start over: it does, and keeps them, renamed out of the way of its own saves
+    # (it writes the same names) and of keep.
+    trainer, _, _ = small_run(folder, resume=True, keep=1, start_over_if_unreadable=True)
+    trainer.run(4)
+    assert "starting from scratch" in caplog.text
+    after = snapshot_files(folder)
+    assert {name + ".unreadable": content for name, content in before.items()}.items() <= after.items()
+    assert [os.path.basename(p) for p in list_checkpoints(folder)] == ["checkpoint_e0004_i00000016.pt"]
+
+
+def test_unreadable_checkpoints_are_neither_counted_nor_deleted_by_keep(tmp_path, only_checkpoint, caplog):
+    folder = tmp_path / "ckpt"
+    small_run(folder, keep=None)[0].run(3)
+    middle = folder / "checkpoint_e0002_i00000008.pt"
+    middle.write_bytes(middle.read_bytes()[:-100])
+    broken = middle.read_bytes()
+    trainer, _, _ = small_run(folder, resume=True, keep=2)
+    trainer.run(5)
+    assert f"{middle}" in caplog.text and "left alone and not counted by keep" in caplog.text
+    # Today's code counted it among the two kept and deleted it at the first save.
+    assert middle.read_bytes() == broken
+    assert [os.path.basename(p) for p in list_checkpoints(folder)] == [
+        "checkpoint_e0002_i00000008.pt",
+        "checkpoint_e0004_i00000016.pt",
+        "checkpoint_e0005_i00000020.pt",
+    ]
+
+
+# -- issue #13, 2: a checksum catches corruption ----------------------------------------------
+
+
+def flip_a_byte_of(path: Path, tensor: torch.Tensor) -> None:
+    """Flip one bit inside the stored data of ``tensor`` in the checkpoint at ``path``."""
+    content = bytearray(path.read_bytes())
+    wanted = tensor.numpy().tobytes()
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and archive.read(i) == wanted)
+    name_length, extra_length = struct.unpack_from("<HH", content, info.header_offset + 26)
+    start = info.header_offset + 30 + name_length + extra_length
+    content[start + 1] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def test_one_flipped_byte_in_tensor_data_is_caught_by_the_checksum(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    small_run(folder)[0].run(1)
+    path = folder / "checkpoint_e0001_i00000004.pt"
+    weight = load_checkpoint(path)["objects"]["model"]["weight"]
+    flip_a_byte_of(path, weight)
+    # torch itself loads it without complaint, with another weight:
+    silently = torch.load(path, weights_only=True)["objects"]["model"]["weight"]
+    assert not torch.equal(silently, weight)
+    with pytest.raises(CheckpointError, match="is corrupt: its content does not match its checksum") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+
+
+def test_resume_skips_a_corrupt_checkpoint_for_the_previous_good_one_and_keeps_it(tmp_path, only_checkpoint, caplog):
+    caplog.set_level(logging.INFO, logger="ignite")
+    folder = tmp_path / "ckpt"
+    small_run(folder, keep=None)[0].run(2)
+    newest = folder / "checkpoint_e0002_i00000008.pt"
+    flip_a_byte_of(newest, load_checkpoint(newest)["objects"]["model"]["bias"])
+    corrupt = newest.read_bytes()
+    trainer, _, _ = small_run(folder, resume=True, keep=1)
+    trainer.run(3)
+    assert f"Skipping Checkpoint {str(newest)!r} is corrupt" in caplog.text
+    assert f"Resumed from {folder / 'checkpoint_e0001_i00000004.pt'}: epoch 1, iteration 4" in caplog.text
+    # The resumed run wrote checkpoint_e0002_i00000008.pt again; the corrupt one is kept aside.
+    assert Path(f"{newest}.unreadable").read_bytes() == corrupt
+    assert load_checkpoint(folder / "checkpoint_e0003_i00000012.pt")["trainer"]["current_iteration"] == 12
+
+
+def test_a_checkpoint_stays_a_torch_file_and_older_files_without_checksum_load_unverified(tmp_path, only_checkpoint, caplog):
+    folder = tmp_path / "ckpt"
+    small_run(folder)[0].run(1)
+    path = folder / "checkpoint_e0001_i00000004.pt"
+    with zipfile.ZipFile(path) as archive:
+        assert archive.comment.startswith(b"ignite-checkpoint crc32 ") and archive.testzip() is None
+    state = load_checkpoint(path)
+    assert torch.equal(torch.load(path, weights_only=True)["objects"]["model"]["weight"], state["objects"]["model"]["weight"])
+    caplog.set_level(logging.INFO, logger="ignite")
+    older = folder / "checkpoint_e0000_i00000000.pt"
+    torch.save(state, older)  # what ignite-checkpoint wrote before the checksum
+    assert load_checkpoint(older)["trainer"]["current_iteration"] == 4
+    assert f"Checkpoint {older} has no checksum (written before ignite-checkpoint recorded one): loaded unverified" in caplog.text
+
+
+# -- issue #13, 3: one run owns a checkpoint folder ------------------------------------------
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    config = {"dirname": str(folder), "out": str(tmp_path / "out.pt"), "max_epochs": 2, "keep": None}
+    holder = start({**config, "stop": {"where": "iteration", "iteration": 6, "signal": "SIGSTOP"}})
+    try:
+        _, status = os.waitpid(holder.pid, os.WUNTRACED)  # returns once it stopped itself
+        assert os.WIFSTOPPED(status), "the holder ended instead of stopping"
+        saved = snapshot_files(folder)
+        assert "checkpoint_e0001_i00000004.pt" in saved
+        # A save of the holder's in progress, as far as anyone can tell.
+        temporary = folder / f".checkpoint_checkpoint_e0001_i00000008.pt.{holder.pid}.tmp"
+        temporary.write_bytes(b"half a checkpoint")
+        trainer, _, _ = small_run(folder)
+        with pytest.raises(CheckpointError) as error:
+            trainer.run(1)
+        assert f"Checkpoint folder {str(folder)!r} is in use by another run (pid {holder.pid} on host" in str(error.value)
+        assert temporary.exists() and snapshot_files(folder) == {**saved, temporary.name: b"half a checkpoint"}
+        holder.kill()  # SIGKILL: the kernel drops its lock
+        holder.wait(timeout=TIMEOUT)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    returncode, stderr = finish({"again": start({**config, "resume": True})})["again"]
+    assert returncode == 0, stderr[-3000:]
+    assert "Removed 1 unfinished temporary checkpoint file(s)" in stderr
+    assert f"Resumed from {folder / 'checkpoint_e0001_i00000004.pt'}" in stderr  # the holder's last save
+
+
+def test_the_lock_is_held_for_the_run_and_released_at_its_end_or_on_an_exception(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    refused = []
+
+    def second_run(trainer):
+        if trainer.current_iteration == 2:
+            with pytest.raises(CheckpointError, match=f"in use by another run \\(pid {os.getpid()} on host"):
+                small_run(folder)[0].run(1)
+            refused.append(True)
+
+    first, _, _ = small_run(folder)
+    first.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, second_run)
+    first.run(1)
+    assert refused == [True] and list_checkpoints(folder) == [str(folder / "checkpoint_e0001_i00000004.pt")]
+
+    def fail(trainer):
+        raise RuntimeError("update failed")
+
+    failing, _, _ = small_run(folder)
+    failing.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, fail)
+    with pytest.raises(RuntimeError, match="update failed"):
+        failing.run(1)
+    small_run(folder, resume=True)[0].run(2)  # neither the ended run nor the failed one holds it
+    assert list_checkpoints(folder)[-1] == str(folder / "checkpoint_e0002_i00000008.pt")
+
+
+# -- issue #13, 4: a refused checkpoint changes nothing --------------------------------------
+
+
+def everything(trainer: Trainer, objects: dict) -> dict:
+    """Copies of every state a restore could change."""
+    return {
+        "objects": {name: copy_state(obj.state_dict()) for name, obj in objects.items()},
+        "counters": (trainer.current_epoch, trainer.current_iteration, len(trainer.training_history)),
+        "rng": torch.get_rng_state(),
+    }
+
+
+def copy_state(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: copy_state(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [copy_state(item) for item in value]
+    return value
+
+
+def same_state(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
+
+
+def trained_elsewhere(tmp_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Give ``model`` and ``optimizer`` state of their own (momentum buffers), to see it kept."""
+    data = [(torch.randn(4, model.in_features), torch.randn(4, 1)) for _ in range(2)]
+
+    def update(batch):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(batch[0]), batch[1]).backward()
+        optimizer.step()
+        return 0.0
+
+    Trainer(data, update).run(1)
+
+
+def test_a_model_of_other_shapes_is_refused_before_anything_is_restored(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    small_run(folder)[0].run(1)
+    files = snapshot_files(folder)
+    wider = torch.nn.Linear(5, 1)
+    optimizer = torch.optim.SGD(wider.parameters(), lr=0.1, momentum=0.9)
+    trained_elsewhere(tmp_path, wider, optimizer)
+    # The optimizer first: today's code restored it, then failed on the model.
+    objects = {"optimizer": optimizer, "model": wider}
+    trainer, _, _ = small_run(folder, resume=True, objects=objects)
+    before = everything(trainer, objects)
+    with pytest.raises(CheckpointError) as error:
+        trainer.run(2)
+    assert str(error.value) == (
+        f"Checkpoint {str(folder / 'checkpoint_e0001_i00000004.pt')!r} does not fit objects['model'] (Linear): 'weight' "
+        "has shape (1, 3) in the checkpoint and (1, 5) in this model: resume with the model it was saved with, or give "
+        "this run another dirname"
+    )
+    assert same_state(everything(trainer, objects), before)
+    assert snapshot_files(folder) == files
+
+
+class HalfLoads:
+    """An object whose load_state_dict changes part of it, then fails."""
+
+    def __init__(self) -> None:
+        self.value, self.other = 1, 2
+
+    def state_dict(self) -> dict:
+        return {"value": self.value, "other": self.other}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+        raise ValueError("other must be positive")
+
+
+def test_an_object_failing_after_others_were_restored_rolls_everything_back(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    saver = HalfLoads()
+    saver.value = 10
+    small_run(folder, more_objects={"scaler": saver})[0].run(1)
+    files = snapshot_files(folder)
+    scaler = HalfLoads()
+    trainer, model, optimizer = small_run(folder, resume=True, more_objects={"scaler": scaler})
+    trained_elsewhere(tmp_path, model, optimizer)
+    objects = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    before = everything(trainer, objects)
+    with pytest.raises(CheckpointError, match=r"objects\['scaler'\] \(HalfLoads\) was refused, so nothing was restored: ValueError: other must be positive"):
+        trainer.run(2)
+    assert (scaler.value, scaler.other) == (1, 2)
+    assert same_state(everything(trainer, objects), before)  # parameters, momentum, counters, RNG
+    assert snapshot_files(folder) == files
+
+
+def test_a_trainer_state_of_an_unknown_format_is_refused_before_anything_is_restored(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    small_run(folder)[0].run(1)
+    path = folder / "checkpoint_e0001_i00000004.pt"
+    state = load_checkpoint(path)
+    state["trainer"]["format"] = "ignite.Trainer/2"
+    torch.save(state, path)  # no checksum: loaded unverified
+    trainer, model, optimizer = small_run(folder, resume=True)
+    trained_elsewhere(tmp_path, model, optimizer)
+    objects = {"model": model, "optimizer": optimizer}
+    before = everything(trainer, objects)
+    with pytest.raises(CheckpointError, match=r"its trainer state was refused, so nothing was restored: .*ignite\.Trainer/2"):
+        trainer.run(2)
+    assert same_state(everything(trainer, objects), before)
+    assert path.exists()
+
+
+def test_a_newer_checkpoint_format_is_named_as_newer_and_stops_resume(tmp_path, only_checkpoint):
+    folder = tmp_path / "ckpt"
+    small_run(folder, keep=None)[0].run(1)
+    state = load_checkpoint(folder / "checkpoint_e0001_i00000004.pt")
+    newer = folder / "checkpoint_e0002_i00000008.pt"
+    torch.save({**state, "format": "ignite-checkpoint/2"}, newer)
+    with pytest.raises(NewerFormatError) as error:
+        load_checkpoint(newer)
+    assert str(error.value) == (
+        f"Checkpoint {str(newer)!r} was written by a newer ignite-checkpoint (format 2); this one reads format 1: "
+        "upgrade ignite-checkpoint to load it"
+    )
+    files = snapshot_files(folder)
+    trainer, model, optimizer = small_run(folder, resume=True)
+    objects = {"model": model, "optimizer": optimizer}
+    before = everything(trainer, objects)
+    with pytest.raises(NewerFormatError, match="upgrade ignite-checkpoint"):
+        trainer.run(3)  # not resumed from the older file: that would throw the newer one's work away
+    assert same_state(everything(trainer, objects), before)
+    assert snapshot_files(folder) == files
