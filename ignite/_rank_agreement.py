@@ -92,6 +92,11 @@ def _ranks(ranks: list[int]) -> str:
     return f"rank {text}" if len(ranks) == 1 else f"ranks {text}"
 
 
+def _have(ranks: list[int]) -> str:
+    """``rank 1 has``, ``ranks 0-3 have``."""
+    return f"{_ranks(ranks)} {'has' if len(ranks) == 1 else 'have'}"
+
+
 def _by_value(values: list[Any]) -> list[tuple[Any, list[int]]]:
     """The distinct values, each with the ranks that have it, in the order of the first rank."""
     groups: dict[str, tuple[Any, list[int]]] = {}
@@ -110,8 +115,8 @@ def _plugin_lines(gathered: list[dict[str, Any]]) -> list[str]:
         missing = [ranks for origin, ranks in origins if origin is None]
         present = [(origin, ranks) for origin, ranks in origins if origin is not None]
         if missing:
-            there = "; ".join(f"{_ranks(ranks)} {'has' if len(ranks) == 1 else 'have'} it ({origin})" for origin, ranks in present)
-            lines.append(f"{_ranks(missing[0])} {'has' if len(missing[0]) == 1 else 'have'} no active plugin {name!r}, {there}")
+            there = "; ".join(f"{_have(ranks)} it ({origin})" for origin, ranks in present)
+            lines.append(f"{_have(missing[0])} no active plugin {name!r}, {there}")
         else:
             versions = "; ".join(f"{_ranks(ranks)} {origin}" for origin, ranks in present)
             lines.append(f"plugin {name!r} comes from different distributions or versions: {versions}")
@@ -133,7 +138,9 @@ _FIXES = {
 _DESCRIBE = {
     "ignite": lambda value: f"ignite {value}",
     "validation": lambda value: "validation data" if value else "no validation data",
-    "batches": lambda value: f"{value} training batches per epoch" if value is not None else "training data without len()",
+    "batches": lambda value: (
+        f"{value} training batches per epoch" if value is not None else "training data without len()"
+    ),
     "max_epochs": lambda value: f"max_epochs={value}",
     "start": lambda value: f"epoch {value[0]}, iteration {value[1]}{' (mid-epoch)' if value[2] else ''}",
     "vote_every": lambda value: f"a stop vote every {value} iterations",
@@ -157,10 +164,7 @@ def mismatch_message(gathered: list[dict[str, Any]]) -> str | None:
             detail = "; ".join(_plugin_lines(gathered))
         else:
             describe = _DESCRIBE[key]
-            detail = "; ".join(
-                f"{_ranks(ranks)} {'has' if len(ranks) == 1 else 'have'} {describe(value)}"
-                for value, ranks in _by_value(values)
-            )
+            detail = "; ".join(f"{_have(ranks)} {describe(value)}" for value, ranks in _by_value(values))
         problems.append(f"- {detail}: {_FIXES[key]}.")
     if not problems:
         return None

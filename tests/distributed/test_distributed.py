@@ -149,6 +149,11 @@ def test_ddp_ends_with_bitwise_equal_parameters_on_both_ranks(main_run: Path) ->
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
 
 
+def test_no_stop_vote_is_left_pending_when_run_returns(main_run: Path) -> None:
+    for result in read(main_run, "ddp"):  # 24 iterations, a vote launched after each
+        assert result["vote_pending_after_run"] is False
+
+
 def test_sampler_epoch_advances_and_ranks_see_disjoint_shards(main_run: Path) -> None:
     results = read(main_run, "ddp")
     for epoch in ("1", "2", "3"):

@@ -173,6 +173,8 @@ def case_ddp(rank: int, out: str) -> dict:
         "indices": by_epoch,
         "logs": records,
         "ignite_logger_level": logging.getLogger("ignite").getEffectiveLevel(),
+        # An asynchronous vote left pending would be finished by a gloo thread at interpreter exit.
+        "vote_pending_after_run": trainer._stop_vote is not None and trainer._stop_vote._pending is not None,
     }
 
 
