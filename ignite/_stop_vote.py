@@ -47,6 +47,12 @@ class StopVote:
     epoch's training batches and 0 elsewhere, reduced as (max, max of its negation): when the
     two differ, the ranks did not reach the end of the epoch's training batches together, and
     every rank that sees it raises ValueError instead of going on.
+
+    Every wait here is bounded by the process group's timeout (``init_process_group(timeout=
+    ...)``, 30 minutes by default): gloo fails a collective that a peer does not join in time,
+    and ``wait()`` on the asynchronous vote then raises. A rank stuck for ever (in its update
+    function, a handler) thus ends the others with that error, noted with where they waited;
+    the launcher (torchrun) then stops the stuck rank. NCCL's watchdog does the same on GPU.
     """
 
     def __init__(self) -> None:
@@ -73,7 +79,11 @@ class StopVote:
     def _collect(self, trainer: Trainer) -> bool:
         if self._pending is None:
             return False
-        self._pending.wait()
+        try:
+            self._pending.wait()  # bounded: the work fails once the group's timeout has passed
+        except RuntimeError as error:
+            _note_peers(error, trainer)
+            raise
         self._pending = None
         return self._result(trainer, None)
 
@@ -93,9 +103,24 @@ class StopVote:
         stop = self._collect(trainer) or self.requested or trainer._should_terminate
         marker = 0 if batches is None else batches + 1
         self._flag.copy_(torch.tensor([int(stop), marker, -marker], dtype=torch.int32))
-        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
+        try:
+            dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
+        except RuntimeError as error:
+            _note_peers(error, trainer)
+            raise
         if self._result(trainer, batches):
             trainer._should_terminate = True
+
+
+def _note_peers(error: RuntimeError, trainer: Trainer) -> None:
+    # gloo says "Timed out waiting 10000ms for recv operation" or "Connection closed by peer": say why.
+    timeout = distributed.process_group_timeout()
+    error.add_note(
+        f"in the trainer's stop vote at iteration {trainer.current_iteration} (epoch {trainer.current_epoch}): another "
+        f"rank did not join it within the process group's timeout ({timeout or 'see init_process_group(timeout=...)'}) "
+        "or left the group. Look for that rank's own error, or for a rank stuck in its update function or a handler; "
+        "init_process_group(timeout=...) sets how long the ranks wait for each other."
+    )
 
 
 def _uneven_message(trainer: Trainer, batches: int | None, most: int, fewest: int) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import _plugins, _rng, distributed
+from . import _plugins, _rank_agreement, _rng, distributed
 from ._profile import Profiler
 from ._stop_vote import StopVote
 from .events import COUNTER, PeriodicEvent, TrainingEvents
@@ -334,6 +334,11 @@ class Trainer:
         iterations, ``IGNITE_STOP_VOTE_EVERY``; so at most 64 iterations later) or at the end
         of the epoch's training batches, whichever comes first; elsewhere, at the end of the
         validation run or epoch in progress (see ``ignite._stop_vote``).
+
+        A rank that never gets there (stuck in its update function or a handler) cannot be
+        stopped by a vote: the other ranks wait for it in a collective until the process
+        group's timeout (``init_process_group(timeout=...)``, 30 minutes by default), then
+        fail with an error saying so, and the launcher (torchrun) ends the stuck rank.
         """
         if self._stop_vote is not None:
             self._stop_vote.requested = True
@@ -666,6 +671,7 @@ class Trainer:
             self._stop_vote = StopVote()
             self._rebuild_callbacks(TrainingEvents.TRAINING_ITERATION_COMPLETED)
         self._stop_vote.reset()
+        _rank_agreement.check(self)  # before any hook: a rank set up differently raises, not hangs
         if not distributed.is_main_process() and logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)  # only rank 0 logs progress; all ranks log problems
 

@@ -73,6 +73,7 @@ def torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) -> subpr
             f"--master_port={_free_port()}",
             "--max_restarts=0",
             f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
+            "--tee=3",  # each rank's output also in a file of its own: see rank_output()
             str(WORKER),
             str(out),
             *cases,
@@ -90,6 +91,13 @@ def torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) -> subpr
 
 def output_of(result: subprocess.CompletedProcess) -> str:
     return f"exit code {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+
+
+def rank_output(out: Path, rank: int) -> str:
+    """What ``rank`` printed (stdout and stderr) in the last launch into ``out``."""
+    launches = sorted((out / "torchrun").iterdir(), key=lambda path: path.stat().st_mtime)
+    folder = launches[-1] / "attempt_0" / str(rank)
+    return "".join((folder / name).read_text() for name in ("stdout.log", "stderr.log") if (folder / name).exists())
 
 
 def read(out: Path, case: str) -> list[dict[str, Any]]:
@@ -139,6 +147,11 @@ def test_ddp_ends_with_bitwise_equal_parameters_on_both_ranks(main_run: Path) ->
     assert any(not torch.equal(initial[name], final[0][name]) for name in initial), "the model did not train"
     for result in read(main_run, "ddp"):
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
+
+
+def test_no_stop_vote_is_left_pending_when_run_returns(main_run: Path) -> None:
+    for result in read(main_run, "ddp"):  # 24 iterations, a vote launched after each
+        assert result["vote_pending_after_run"] is False
 
 
 def test_sampler_epoch_advances_and_ranks_see_disjoint_shards(main_run: Path) -> None:
@@ -381,6 +394,105 @@ def test_ranks_with_different_batch_counts_fail_with_a_clear_error_instead_of_ha
     assert not list(tmp_path.glob(f"{case}_rank*.json")), "no rank finished its run"
 
 
+# -- ranks set up differently (issue #13, item 5) ---------------------------------------------------
+
+
+MISMATCH_CASES = [
+    "mismatch_plugin_in_code",
+    *(["mismatch_plugin_installed"] if "early_stopping" in INSTALLED else []),
+    "mismatch_validation",
+    "mismatch_batches",
+]
+
+
+@pytest.fixture(scope="module")
+def mismatch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mismatch")
+    # Without the check these cases hang or end in gloo's abort: a short collective timeout
+    # turns a hang into a failure; the cases catch only RankMismatchError.
+    result = torchrun(out, *MISMATCH_CASES, env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "30"})
+    assert result.returncode == 0, output_of(result)
+    return out
+
+
+def _early_stopping_origin() -> str:
+    from importlib.metadata import version
+
+    return f"ignite-early-stopping {version('ignite-early-stopping')}"
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        (
+            "mismatch_plugin_in_code",
+            "- rank 1 has no active plugin 'collective_probe', rank 0 has it (registered in code): install the same "
+            "plugins on every rank and give every rank the same plugins= options and register_plugin() calls",
+        ),
+        pytest.param(
+            "mismatch_plugin_installed",
+            "- rank 1 has no active plugin 'early_stopping', rank 0 has it (ORIGIN): install the same plugins",
+            marks=pytest.mark.skipif("early_stopping" not in INSTALLED, reason="ignite-early-stopping is not installed"),
+        ),
+        (
+            "mismatch_validation",
+            "- rank 0 has validation data; rank 1 has no validation data: give every rank validation_data",
+        ),
+        (
+            "mismatch_batches",
+            "- rank 0 has 4 training batches per epoch; rank 1 has 6 training batches per epoch: shard the data "
+            "with DistributedSampler",
+        ),
+    ],
+)
+def test_ranks_set_up_differently_raise_one_clear_error_on_every_rank(
+    mismatch_run: Path, case: str, expected: str
+) -> None:
+    if "ORIGIN" in expected:
+        expected = expected.replace("ORIGIN", _early_stopping_origin())
+    results = read(mismatch_run, case)
+    for rank, result in zip(RANKS, results):
+        assert result["error"] == "RankMismatchError", (rank, result)
+        assert result["message"].startswith("The 2 ranks are not set up alike"), result["message"]
+        assert expected in result["message"], (rank, result["message"])
+        assert result["iteration"] == 0  # raised before the first iteration (and any hook)
+        # Every rank ran the same collectives: a trainer set up alike then trains in the same group.
+        assert (result["after"]["iteration"], result["after"]["epoch"]) == (8, 2)
+    assert results[0]["message"] == results[1]["message"]
+    assert results[0]["message"].count("\n- ") == 1, results[0]["message"]  # only what differs is listed
+
+
+def test_validation_on_one_rank_under_ddp_ends_every_rank_with_the_error_not_a_gloo_abort(tmp_path: Path) -> None:
+    # Without the check, rank 1's extra stop vote after its validation run meets rank 0's DDP
+    # all-reduce, and gloo ends the ranks with a low-level error (a size mismatch, a peer gone).
+    result = torchrun(tmp_path, "mismatch_uncaught", env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "30"})
+    assert result.returncode != 0, output_of(result)
+    for rank in RANKS:
+        output = rank_output(tmp_path, rank)
+        assert "ignite.distributed.RankMismatchError: The 2 ranks are not set up alike" in output, (rank, output)
+        assert "- rank 0 has no validation data; rank 1 has validation data" in output, (rank, output)
+    everything = result.stdout + result.stderr
+    assert "preamble" not in everything and "Timed out" not in everything, output_of(result)
+
+
+# -- a rank stuck for ever (issue #13, item 6) -----------------------------------------------------
+
+
+def test_a_rank_stuck_in_its_update_ends_the_job_at_the_process_group_timeout(tmp_path: Path) -> None:
+    # Rank 1 blocks for ever; rank 0 waits in the stop vote until the group's 10 s timeout, fails,
+    # and torchrun then ends rank 1. Without a bounded wait this launch would hit TIMEOUT instead.
+    result = torchrun(tmp_path, "stuck_update", env={"IGNITE_TEST_COLLECTIVE_TIMEOUT": "10"})
+    assert result.returncode != 0, output_of(result)
+    waiting = rank_output(tmp_path, 0)
+    assert "Timed out" in waiting, waiting
+    assert "in the trainer's stop vote at iteration 4 (epoch 1): another rank did not join it within the process " \
+        "group's timeout (0:00:10)" in waiting, waiting
+    stuck = rank_output(tmp_path, 1)
+    assert "rank 1 blocks in its update function at iteration 3" in stuck, stuck
+    assert "SIGTERM" in result.stdout + result.stderr, output_of(result)  # torchrun ended the stuck rank
+    assert not list(tmp_path.glob("stuck_update_rank*.json"))
+
+
 # -- resources --------------------------------------------------------------------------------------
 
 
@@ -402,5 +514,7 @@ def test_worker_cases_are_all_exercised() -> None:
         *MAIN_CASES,
         *("early_stopping", "tensorboard", "checkpoint_crash", "checkpoint_resume"),
         *("crash_update", "crash_epoch", "empty_validation_shard", "uneven_ends", "uneven_vote"),
+        *("mismatch_plugin_installed", "mismatch_uncaught", "stuck_update"),
+        *MISMATCH_CASES,
     }
     assert cases == launched

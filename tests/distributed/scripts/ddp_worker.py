@@ -28,6 +28,17 @@ this rank saw. The cases:
                       into DDP's gradient all-reduce.
 ``crash_epoch``       rank 0 raises in an EPOCH_COMPLETED handler at epoch 2 while rank 1 goes
                       on into the trainer's blocking stop vote (no DDP).
+``uneven_ends``, ``uneven_vote``  10 training batches on rank 0, 12 or 40 on rank 1, in data
+                      without len(): the stop vote finds the difference at the end of epoch 1.
+``mismatch_plugin_in_code``  an in-code plugin that runs a collective at TRAINING_STARTED,
+                      registered on rank 0 only; ``mismatch_plugin_installed``: the installed
+                      early_stopping plugin on rank 0 only; ``mismatch_validation``: validation
+                      data on rank 0 only; ``mismatch_batches``: 4 training batches on rank 0, 6
+                      on rank 1. Each records the RankMismatchError run() raised, then trains a
+                      trainer set up alike in the same group (still in step?).
+``mismatch_uncaught`` DDP with validation data on rank 1 only; the error ends both ranks.
+``stuck_update``      rank 1 blocks for ever in its update function at iteration 3 (no DDP):
+                      rank 0 waits in the stop vote until the process group's timeout.
 """
 
 from __future__ import annotations
@@ -38,7 +49,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -47,7 +59,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ignite import Trainer, TrainingEvents, monitor
+from ignite import Trainer, TrainingEvents, distributed, hookimpl, monitor
 
 BATCHES_PER_EPOCH = 8  # per rank: 64 samples, 2 ranks, batch size 4
 CRASH_AT = 11  # iteration 3 of epoch 2: the last checkpoint (every 3 iterations) is iteration 9
@@ -161,6 +173,8 @@ def case_ddp(rank: int, out: str) -> dict:
         "indices": by_epoch,
         "logs": records,
         "ignite_logger_level": logging.getLogger("ignite").getEffectiveLevel(),
+        # An asynchronous vote left pending would be finished by a gloo thread at interpreter exit.
+        "vote_pending_after_run": trainer._stop_vote is not None and trainer._stop_vote._pending is not None,
     }
 
 
@@ -418,8 +432,18 @@ def case_crash_epoch(rank: int, out: str) -> dict:
     return counters(trainer)
 
 
+class Unsized:
+    """Re-iterable batches without len(): the start of run() cannot compare their counts."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+
 def _uneven_run(rank: int, batches: list[int]) -> dict:
-    trainer = Trainer([1.0] * batches[rank], lambda batch: batch)
+    trainer = Trainer(Unsized([1.0] * batches[rank]), lambda batch: batch)
     trainer.run(max_epochs=3)
     return counters(trainer)
 
@@ -433,6 +457,73 @@ def case_uneven_vote(rank: int, out: str) -> dict:
     """Rank 0 has 10 training batches, rank 1 40: rank 0's end of epoch meets rank 1's vote at
     iteration 32."""
     return _uneven_run(rank, [10, 40])
+
+
+class CollectiveProbe:
+    """An in-house plugin that, like a plugin reducing a score, runs a collective in a hook."""
+
+    @hookimpl
+    def ignite_training_started(self, trainer: Trainer) -> None:
+        distributed.agree_any(False)
+
+
+def _mismatched(rank: int, trainer: Trainer) -> dict:
+    """The RankMismatchError that run() raised, then a run set up alike in the same group."""
+    try:
+        trainer.run(max_epochs=2)
+    except distributed.RankMismatchError as error:
+        result = {"error": type(error).__name__, "message": str(error), "iteration": trainer.current_iteration}
+    else:
+        result = {"error": None, "message": "", "iteration": trainer.current_iteration}
+    after = Trainer([1.0] * 4, lambda batch: batch)
+    after.run(max_epochs=2)
+    return {**result, "after": counters(after)}
+
+
+def case_mismatch_plugin_in_code(rank: int, out: str) -> dict:
+    trainer = Trainer([1.0] * 4, lambda batch: batch)
+    if rank == 0:
+        trainer.register_plugin(CollectiveProbe(), name="collective_probe")
+    return _mismatched(rank, trainer)
+
+
+def case_mismatch_plugin_installed(rank: int, out: str) -> dict:
+    plugins = {"early_stopping": {"patience": 1}} if rank == 0 else None
+    return _mismatched(rank, Trainer([1.0] * 4, lambda batch: batch, [1.0], lambda batch: batch, plugins=plugins))
+
+
+def case_mismatch_validation(rank: int, out: str) -> dict:
+    if rank == 0:
+        return _mismatched(rank, Trainer([1.0] * 4, lambda batch: batch, [1.0, 2.0], lambda batch: batch))
+    return _mismatched(rank, Trainer([1.0] * 4, lambda batch: batch))
+
+
+def case_mismatch_batches(rank: int, out: str) -> dict:
+    return _mismatched(rank, Trainer([1.0] * (4 + 2 * rank), lambda batch: batch))
+
+
+def case_mismatch_uncaught(rank: int, out: str) -> dict:
+    ddp, optimizer, loader = ddp_setup()
+    if rank == 1:
+        trainer = Trainer(loader, make_update(ddp, optimizer), loader, validate_with(ddp))
+    else:
+        trainer = Trainer(loader, make_update(ddp, optimizer))
+    trainer.run(max_epochs=2)
+    return counters(trainer)
+
+
+def case_stuck_update(rank: int, out: str) -> dict:
+    trainer: Trainer
+
+    def update(batch: float) -> float:
+        if rank == 1 and trainer.current_iteration == 3:
+            print("rank 1 blocks in its update function at iteration 3", flush=True)
+            threading.Event().wait()  # never set: stuck for ever, as a deadlocked data source would be
+        return batch
+
+    trainer = Trainer([1.0] * 8, update)
+    trainer.run(max_epochs=2)
+    return counters(trainer)
 
 
 CASES = {name[len("case_") :]: function for name, function in globals().items() if name.startswith("case_")}
