@@ -65,11 +65,10 @@ def check(trainer: Trainer) -> None:
     try:
         dist.all_reduce(pair, op=dist.ReduceOp.MAX)
     except RuntimeError as error:
-        timeout = distributed.process_group_timeout()
         error.add_note(
             "in the check at the start of Trainer.run() that every rank is set up alike: another rank did not call "
-            f"run() within the process group's timeout ({timeout or 'init_process_group(timeout=...)'}) or left "
-            "the group; look for that rank's own error"
+            "run() within the process group's timeout (init_process_group(timeout=...)) or left the group; look "
+            "for that rank's own error"
         )
         raise
     most, negated_least = pair.tolist()

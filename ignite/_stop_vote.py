@@ -114,12 +114,11 @@ class StopVote:
 
 def _note_peers(error: RuntimeError, trainer: Trainer) -> None:
     # gloo says "Timed out waiting 10000ms for recv operation" or "Connection closed by peer": say why.
-    timeout = distributed.process_group_timeout()
     error.add_note(
         f"in the trainer's stop vote at iteration {trainer.current_iteration} (epoch {trainer.current_epoch}): another "
-        f"rank did not join it within the process group's timeout ({timeout or 'see init_process_group(timeout=...)'}) "
-        "or left the group. Look for that rank's own error, or for a rank stuck in its update function or a handler; "
-        "init_process_group(timeout=...) sets how long the ranks wait for each other."
+        "rank did not join it within the process group's timeout or left the group. Look for that rank's own "
+        "error, or for a rank stuck in its update function or a handler; init_process_group(timeout=...) sets how "
+        "long the ranks wait for each other."
     )
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -16,7 +15,6 @@ __all__ = [
     "all_gather_object",
     "is_initialized",
     "is_main_process",
-    "process_group_timeout",
     "rank",
     "reduce_mean",
     "world_size",
@@ -47,18 +45,6 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """True on rank 0: the one process that writes logs, plots and checkpoints."""
     return rank() == 0
-
-
-def process_group_timeout() -> timedelta | None:
-    """The default process group's timeout (``init_process_group(timeout=...)``), which bounds
-    every collective and so every wait of the trainer and of these helpers; None without a
-    process group or where torch does not say."""
-    if not is_initialized():
-        return None
-    try:  # no public API for it: the backend's options hold it
-        return dist.group.WORLD._get_backend(reduction_device()).options._timeout  # type: ignore[union-attr]
-    except (AttributeError, RuntimeError):
-        return None
 
 
 def reduction_device() -> torch.device:

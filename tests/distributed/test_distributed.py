@@ -486,7 +486,7 @@ def test_a_rank_stuck_in_its_update_ends_the_job_at_the_process_group_timeout(tm
     waiting = rank_output(tmp_path, 0)
     assert "Timed out" in waiting, waiting
     assert "in the trainer's stop vote at iteration 4 (epoch 1): another rank did not join it within the process " \
-        "group's timeout (0:00:10)" in waiting, waiting
+        "group's timeout" in waiting, waiting
     stuck = rank_output(tmp_path, 1)
     assert "rank 1 blocks in its update function at iteration 3" in stuck, stuck
     assert "SIGTERM" in result.stdout + result.stderr, output_of(result)  # torchrun ended the stuck rank
