@@ -459,6 +459,34 @@ def _check_objects(objects: Any) -> dict[str, Any]:
     return dict(objects)
 
 
+def _order(name: str) -> tuple[int, int]:
+    """(epoch, iteration) of a checkpoint's file name: the order list_checkpoints sorts by."""
+    match = _NAME.fullmatch(name)
+    assert match is not None, name
+    return int(match.group(1)), int(match.group(2))
+
+
+def _raise_for_other_ranks(reasons: list[str | None], what: str) -> None:
+    """Raise a CheckpointError naming the first rank whose reason is not None: every rank
+    stops, instead of the others waiting for it in their next collective."""
+    failed = [(rank, reason) for rank, reason in enumerate(reasons) if reason is not None]
+    if failed:
+        rank, reason = failed[0]
+        raise CheckpointError(f"rank {rank} {what}: {reason}")
+
+
+def _no_common_checkpoint(dirname: str, names: list[str | None], unreadable: dict[str, str]) -> str:
+    lacking = [rank for rank, name in enumerate(names) if name is None]
+    having = next((rank, name) for rank, name in enumerate(names) if name is not None)
+    here = distributed.rank()
+    reasons = "; ".join(unreadable.values()) if here in lacking and unreadable else "none there, or see that rank's log"
+    return (
+        f"resume=True: rank {lacking[0]} can read no checkpoint ({reasons}), while rank {having[0]} would resume "
+        f"from {having[1]}: every rank must read the checkpoints that rank 0 writes, so dirname ({dirname!r} on rank "
+        f"{here}) must be storage that all of them see (a shared filesystem, not a folder per node)"
+    )
+
+
 def _where(trainer_state: Mapping[str, Any]) -> str:
     position = trainer_state.get("position")
     if position is None:
@@ -723,36 +751,82 @@ class Checkpoint:
     # -- resuming -----------------------------------------------------------------------
 
     def _resume(self, trainer: Trainer, existing: list[str]) -> None:
-        # Every rank loads; only rank 0 logs, renames and prunes.
+        # Every rank loads; only rank 0 logs, renames and prunes. The ranks agree on the file:
+        # each picks the newest it can read, and all go back to the oldest of their picks.
         main = distributed.is_main_process()
-        unreadable: list[str] = []  # the errors of the files skipped, newest first
-        for index in range(len(existing) - 1, -1, -1):
-            path = existing[index]
-            try:
-                state = load_checkpoint(path)
-            except NewerFormatError:
-                raise  # readable by a newer version: falling back to an older file would lose work
-            except CheckpointError as error:
-                if main:
-                    logger.warning("Skipping %s; trying the previous checkpoint", error)
-                unreadable.append(str(error))
-                continue
-            # A checkpoint that does not fit (other shapes, objects, world size) is the run's
-            # configuration error: it raises, with nothing restored and nothing renamed.
-            self._restore(trainer, path, state)
-            if main:
-                self._set_aside(existing[index + 1 :])
-                # This run's predecessors, readable ones only: keep prunes them.
-                self._written = self._readable(existing[:index]) + [path]
-            else:
-                self._written = [path]
-            self._saved_iteration = state["trainer"]["current_iteration"]
+        unreadable: dict[str, str] = {}  # path -> why it was skipped, on this rank
+        newest_allowed: tuple[int, int] | None = None
+        while True:
+            found, fatal = self._newest_readable(existing, unreadable, newest_allowed)
+            picks = distributed.all_gather_object(
+                (None if found is None else os.path.basename(found[0]), None if fatal is None else str(fatal))
+            )
+            if fatal is not None:
+                raise fatal
+            _raise_for_other_ranks([reason for _, reason in picks], "cannot resume")
+            names = [name for name, _ in picks]
+            if len(set(names)) == 1:
+                break
+            if None in names:
+                raise CheckpointError(_no_common_checkpoint(self.dirname, names, unreadable))
+            newest_allowed = min(_order(name) for name in names)
+        if found is None:
+            seen = distributed.all_gather_object(len(existing))
+            if min(seen) == 0 < max(seen):
+                raise CheckpointError(
+                    f"resume=True: rank {seen.index(0)} sees no checkpoint in {self.dirname!r} while rank "
+                    f"{seen.index(max(seen))} sees {max(seen)}: every rank must read the checkpoints that rank 0 writes, "
+                    "so dirname must be storage that all of them see (a shared filesystem, not a folder per node)"
+                )
+            self._start_from_scratch(existing, unreadable)
             return
+        path, state = found
+        # A checkpoint that does not fit (other shapes, objects, world size) is the run's
+        # configuration error: it raises, with nothing restored and nothing renamed.
+        failure = None
+        try:
+            self._restore(trainer, path, state)
+        except Exception as error:
+            failure = error
+        outcomes = distributed.all_gather_object(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        _raise_for_other_ranks(outcomes, f"could not restore {path!r}")
+        index = existing.index(path)
+        if main:
+            self._set_aside(existing[index + 1 :])
+            # This run's predecessors, readable ones only: keep prunes them.
+            self._written = self._readable(existing[:index]) + [path]
+        else:
+            self._written = [path]
+        self._saved_iteration = state["trainer"]["current_iteration"]
+
+    def _newest_readable(
+        self, existing: list[str], unreadable: dict[str, str], newest_allowed: tuple[int, int] | None
+    ) -> tuple[tuple[str, dict[str, Any]] | None, NewerFormatError | None]:
+        """The newest checkpoint this rank can read, no newer than ``newest_allowed``, with
+        its state; or a fatal error (a newer format: falling back to an older file would lose
+        work), returned so that every rank hears of it before it is raised."""
+        for path in reversed(existing):
+            if path in unreadable or (newest_allowed is not None and _order(os.path.basename(path)) > newest_allowed):
+                continue
+            try:
+                return (path, load_checkpoint(path)), None
+            except NewerFormatError as error:
+                return None, error
+            except CheckpointError as error:
+                if distributed.is_main_process():
+                    logger.warning("Skipping %s; trying the previous checkpoint", error)
+                unreadable[path] = str(error)
+        return None, None
+
+    def _start_from_scratch(self, existing: list[str], unreadable: dict[str, str]) -> None:
+        main = distributed.is_main_process()
         if not existing:
             if main:
                 logger.info("resume=True: no checkpoint in %s yet; starting from scratch", self.dirname)
             return
-        listing = "\n".join(f"  - {reason}" for reason in reversed(unreadable))
+        listing = "\n".join(f"  - {unreadable.get(path, path)}" for path in existing)
         if not self.start_over_if_unreadable:
             raise CheckpointError(
                 f"resume=True: none of the {len(existing)} checkpoint(s) in {self.dirname!r} can be read, and "
@@ -782,7 +856,12 @@ class Checkpoint:
                 os.rename(path, target)
             except FileNotFoundError:  # removed meanwhile: nothing to keep
                 continue
-            logger.warning("Renamed the unreadable %s to %s: kept for you, out of resume's and keep's way", path, target)
+            logger.warning(
+                "Renamed %s, which resume skipped (unreadable here or on another rank), to %s: kept for you, out of "
+                "resume's and keep's way",
+                path,
+                target,
+            )
 
     def _readable(self, paths: list[str]) -> list[str]:
         """The paths whose checkpoint can be read (checksum verified; a full load for older

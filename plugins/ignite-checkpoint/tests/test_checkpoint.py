@@ -27,7 +27,7 @@ import torch
 import ignite
 from ignite import History, PluginError, Trainer, TrainingEvents
 from ignite.serialization import NotLoadableError
-from ignite.testing import is_gloo_teardown_abort
+from ignite.testing import is_gloo_teardown_abort, run_ranks
 from ignite_checkpoint import (
     LOCK_NAME,
     Checkpoint,
@@ -1114,3 +1114,43 @@ def test_a_newer_checkpoint_format_is_named_as_newer_and_stops_resume(tmp_path, 
         trainer.run(3)  # not resumed from the older file: that would throw the newer one's work away
     assert same_state(everything(trainer, objects), before)
     assert snapshot_files(folder) == files
+
+
+# -- ranks agree on the checkpoint they resume from -------------------------------------------
+
+
+def _two_epochs_of_checkpoints(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A single-process run of checkpoint_ranks_worker's trainer, saved at epochs 1 and 2."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    from checkpoint_ranks_worker import small_trainer
+
+    trainer, _ = small_trainer(str(folder), resume=False)
+    trainer.run(2)
+    return [os.path.basename(path) for path in list_checkpoints(folder)]
+
+
+def _rank_results(folder: Path) -> list[dict]:
+    run_ranks(Path(__file__).with_name("checkpoint_ranks_worker.py"), folder)
+    return [json.loads((folder / f"result{rank}.json").read_text()) for rank in range(2)]
+
+
+def test_ranks_resume_together_from_the_newest_checkpoint_every_rank_can_read(tmp_path, monkeypatch):
+    names = _two_epochs_of_checkpoints(tmp_path / "rank0", monkeypatch)
+    assert names == ["checkpoint_e0001_i00000004.pt", "checkpoint_e0002_i00000008.pt"]
+    shutil.copytree(tmp_path / "rank0", tmp_path / "rank1")
+    newest = tmp_path / "rank1" / names[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # rank 1 alone cannot read the newest
+    newest.write_bytes(bytes(data))
+    results = _rank_results(tmp_path)
+    # Rank 0 could read epoch 2's file, but went back with rank 1 to epoch 1's.
+    assert results == [{"resumed_at": 4, "iteration": 12}] * 2
+
+
+def test_a_rank_that_sees_no_checkpoint_stops_every_rank_with_a_clear_error(tmp_path, monkeypatch):
+    _two_epochs_of_checkpoints(tmp_path / "rank0", monkeypatch)
+    (tmp_path / "rank1").mkdir()
+    results = _rank_results(tmp_path)
+    for result in results:
+        assert "rank 1 can read no checkpoint" in result["error"] and "shared filesystem" in result["error"], result
