@@ -223,6 +223,7 @@ class ProgressBar:
         self._stride_handle: EventHandle | None = None
         self._training_postfix = ""
         self._postfix_at = -float("inf")  # when the training value was last read (_clock)
+        self._postfix_iteration = -1  # the iteration whose output was last read
         self._redirecting = False  # whether this plugin holds a share of _console
 
     def _open(self, **options: Any) -> tqdm | None:
@@ -275,7 +276,7 @@ class ProgressBar:
         """Open the epoch's bar, counting from the batches already done when a run resumed
         inside the epoch."""
         self._close_bars()
-        self._training_postfix, self._postfix_at = "", -float("inf")
+        self._training_postfix, self._postfix_at, self._postfix_iteration = "", -float("inf"), -1
         history = trainer.training_history
         # Each epoch has one training run, started before EPOCH_STARTED (a resumed epoch
         # continues its run): its length is the batches this epoch has done.
@@ -311,8 +312,9 @@ class ProgressBar:
         handle.every = training.stride
 
     def _show_training_value(self, trainer: Trainer, training: _Stepper, now: float) -> None:
+        # One read of the latest output (one host sync for device tensors) per draw.
         self._training_postfix = _format("train", scalars(trainer.training_history[-1]))
-        self._postfix_at = now
+        self._postfix_at, self._postfix_iteration = now, trainer.current_iteration
         training.bar.set_postfix_str(self._training_postfix, refresh=False)
 
     def _finish_training_bar(self, trainer: Trainer, draw: bool) -> None:
@@ -320,7 +322,8 @@ class ProgressBar:
         by the bar's ``close()``."""
         training = self._training
         if training is not None:
-            if len(trainer.training_history):
+            # Not read again when the last draw showed the last output already.
+            if len(trainer.training_history) and self._postfix_iteration != trainer.current_iteration:
                 self._show_training_value(trainer, training, _clock())
             training.finish(trainer.current_iteration, draw)
 
