@@ -17,8 +17,9 @@ iterations are slow (so that a bar is never more than ~0.1 s of work behind): th
 it at multiples of that stride only (``TrainingEvents.TRAINING_ITERATION_COMPLETED.every``), so
 the iterations in between cost nothing. The bar is moved, and the training value read and
 formatted, when 0.1 s has passed since the bar last moved (tqdm redraws no more often): between
-real training steps, with the CPU's caches cold, ``tqdm.update()`` costs a few us and formatting
-the value ~3 us, too much for every stride of a small model.
+real training steps, with the CPU's caches cold, updating and formatting cost more than a small
+model's stride can carry (figures in benchmarks/README.md). A CUDA output is copied to the host
+without waiting and shown at a later draw; the epoch's end reads the last output.
 """
 
 from __future__ import annotations
@@ -47,13 +48,10 @@ __all__ = ["ProgressBar"]
 
 logger = logging.getLogger("ignite.progress")
 
-#: The plugin is called every this many iterations when they are fast (each look costs ~2-3 us
-#: between training steps). On a 64-32-10 MLP (~95 us a step, 0.2-s epochs of 2,000) the plugin
-#: spent, outside the update function, +0.22 us an iteration at 50, +0.17 at 200 and +0.11 at
-#: 1,000 (paired runs, 8 rounds); 200 still looks at a ~100-us step's bar every ~20 ms, five
-#: times per tqdm redraw interval. Slow iterations are looked at more often (every ~0.1 s of
-#: work), so 200 only matters right after iterations suddenly slow down more than 200-fold: the
-#: bar is then up to 200 of them behind, once.
+#: The plugin is called every this many iterations when they are fast: each look costs a few us
+#: (benchmarks/README.md), and 200 of a ~100-us step still look five times per tqdm redraw. Slow
+#: iterations are looked at more often (every ~0.1 s of work), so 200 only matters right after
+#: iterations suddenly slow down more than 200-fold: the bar is then up to 200 of them behind, once.
 DEFAULT_REFRESH_EVERY = 200
 
 #: A bar is advanced at least this often, in seconds of work (tqdm's own ``mininterval``).
@@ -402,8 +400,8 @@ class ProgressBar:
     @hookimpl
     def ignite_training_epoch_completed(self, trainer: Trainer) -> None:
         """Before a validation run, show the finished training part now. Without one the bar
-        is finished as it closes at EPOCH_COMPLETED: each draw between training steps costs
-        ~40-150 us, and closing draws it anyway."""
+        is finished as it closes at EPOCH_COMPLETED: a draw between training steps is costly,
+        and closing draws it anyway."""
         if trainer.validation_data is not None:
             self._finish_training_bar(trainer, draw=True)
 

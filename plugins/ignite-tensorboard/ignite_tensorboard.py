@@ -40,11 +40,8 @@ __all__ = ["TensorBoardLogger"]
 
 logger = logging.getLogger("ignite.tensorboard")
 
-#: A logged iteration keeps its output and wall time (~1 us); encoding and writing one number
-#: costs ~3 us when numbers are written in a batch, several times more one at a time between
-#: training steps (the CPU's caches are cold there). An
-#: iteration not logged costs nothing (the trainer does not call the plugin); a 64-32-10 MLP's
-#: SGD step ~100 us. See the README for the plugin's total.
+#: A logged iteration only keeps its output; iterations between cost nothing (measurements:
+#: benchmarks/README.md).
 DEFAULT_LOG_EVERY = 100
 
 #: Logged iterations kept before they are encoded and written together (also at each epoch's
@@ -68,11 +65,10 @@ class _EventFile:
     """One TensorBoard event file, written synchronously through a buffered Python file.
 
     SummaryWriter hands each event to a background thread that computes the record's CRC in
-    pure Python and opens, appends to and closes the file once per event through tensorboard's
-    GFile; with the GIL going back and forth between that thread and the training thread, a
-    scalar cost ~40 us of process CPU here. Here each record (length, its CRC, the event, its
+    pure Python and opens the file once per event, contending for the GIL with training (see
+    benchmarks/README.md). Here each record (length, its CRC, the event, its
     CRC: the TFRecord format, as tensorboard's RecordWriter writes it) goes into
-    ``open(path, "xb")`` on the calling thread, ~3 us a scalar.
+    ``open(path, "xb")`` on the calling thread.
 
     The file is named as tensorboard's EventFileWriter names its own
     (``events.out.tfevents.<time>.<host>.<pid>.<n>``), created exclusively (a name that is
@@ -82,7 +78,7 @@ class _EventFile:
     """
 
     def __init__(self, log_dir: str) -> None:
-        # CRC-32C in C: tensorboard's own is pure Python, ~3 us for a 36-byte scalar event.
+        # CRC-32C in C: tensorboard's own is pure Python, as slow as the rest of a write.
         from google_crc32c import value as crc32c
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
