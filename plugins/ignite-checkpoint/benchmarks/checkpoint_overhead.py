@@ -92,7 +92,7 @@ def timed_training(folder: str, model: torch.nn.Module, batches: list, every: in
     return pauses, after
 
 
-def training_thread(megabytes: int) -> None:
+def training_thread(megabytes: int, hidden: int) -> None:
     torch.manual_seed(0)
     batches = [(torch.randn(32, 64), torch.randn(32, 1)) for _ in range(2000)]
     every = 50
@@ -101,14 +101,14 @@ def training_thread(megabytes: int) -> None:
     where = "/dev/shm" if os.path.isdir("/dev/shm") else None
     for _ in range(5):
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
-                                    torch.nn.ReLU(), torch.nn.Linear(256, 1))
+        model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                                    torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
         with tempfile.TemporaryDirectory(dir=where) as folder:
             run_pauses, run_after = timed_training(folder, model, batches, every)
         pauses += run_pauses
         after += run_after
     size = sum(p.numel() for p in model.parameters()) * 4 * 2 / 1e3
-    print(f"training thread, MLP 64-256-256-1 ({size:.0f} kB of parameters and momentum), a save every {every} "
+    print(f"training thread, MLP 64-{hidden}-{hidden}-1 ({size:.0f} kB of parameters and momentum), a save every {every} "
           f"iterations, {len(pauses)} saves in 5 runs, folder on {where or 'the temporary folder'}: pause per save "
           f"median {statistics.median(pauses) * 1e3:.3f} ms; the 10 steps after a save, extra time over the median "
           f"step: median {statistics.median(after) * 1e3:.3f} ms, mean {statistics.mean(after) * 1e3:.3f} ms")
@@ -126,9 +126,10 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=64)
     parser.add_argument("--training-thread", action="store_true",
                         help="measure the training thread's cost per save while a model trains (see the docstring)")
+    parser.add_argument("--hidden", type=int, default=256, help="--training-thread: the MLP's hidden width")
     args = parser.parse_args()
     if args.training_thread:
-        training_thread(args.megabytes)
+        training_thread(args.megabytes, args.hidden)
         return
     with tempfile.TemporaryDirectory() as folder:
         folder_fd = ignite_checkpoint._open_directory(folder)  # kept open, as the plugin's writer does
