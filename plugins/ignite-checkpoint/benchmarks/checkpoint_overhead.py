@@ -1,6 +1,7 @@
 """What the checkpoint plugin costs: per iteration between saves, and per save.
 
     python plugins/ignite-checkpoint/benchmarks/checkpoint_overhead.py [--iterations 200000] [--megabytes 64]
+    python plugins/ignite-checkpoint/benchmarks/checkpoint_overhead.py --training-thread [--megabytes 64]
 
 1. Per-iteration overhead: a no-op update on a list of batches, without the plugin, with it
    saving only per epoch (no per-iteration hook), and with every_iterations larger than the run
@@ -12,14 +13,24 @@
    serializing with room for the checksum, against plain torch.save to memory), what the
    writer thread pays (the CRC-32, against blake2b and sha256 of the same bytes), and the load
    with verification against a plain torch.load.
+
+``--training-thread`` instead measures what a save costs the training thread while the model
+trains, with the plugin's public API only (so it runs against any version of the plugin): a
+small MLP (SGD with momentum, batch 32) trained for 2000 iterations, saving every 50; per save, the time of the save() call itself (the pause; the wait for the previous write, the
+disk's time, left out) and how much longer the 10 steps after it take than the run's median
+step (the writer thread serializing and writing holds the GIL part of that time). Folder on
+/dev/shm where there is one, 5 runs. Then the pause of a
+save of --megabytes of float32 parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import io
 import os
+import statistics
 import tempfile
 import time
 
@@ -28,7 +39,7 @@ os.environ["IGNITE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 import torch
 
 import ignite_checkpoint
-from ignite import Trainer
+from ignite import Trainer, TrainingEvents
 from ignite.serialization import encode
 
 
@@ -44,11 +55,82 @@ def per_iteration(iterations: int, options: dict | None) -> float:
     return best / iterations * 1e6
 
 
+def timed_training(folder: str, model: torch.nn.Module, batches: list, every: int) -> tuple[list[float], list[float]]:
+    """Train ``model`` on ``batches`` with the checkpoint plugin, calling its save() after every
+    ``every`` iterations; returns each save's pause, and for each save the extra time of the 10
+    steps after it over the run's median step (the writer thread's share of the GIL)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def update(batch):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    trainer = Trainer(batches, update, plugins={"checkpoint": {
+        "dirname": folder, "objects": {"model": model, "optimizer": optimizer}, "every_epochs": 10**9, "keep": 2}})
+    pauses: list[float] = []
+    steps: list[float] = []
+    last = time.perf_counter()
+
+    def save(trainer: Trainer) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        steps.append(now - last)
+        if trainer.current_iteration % every == 0:
+            trainer.plugins["checkpoint"].wait()  # the disk's time, not the save's: left out
+            middle = time.perf_counter()
+            trainer.plugins["checkpoint"].save(trainer)
+            pauses.append(time.perf_counter() - middle)
+        last = time.perf_counter()
+
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, save)
+    trainer.run(1)
+    typical = statistics.median(steps)
+    after = [sum(steps[i : i + 10]) - 10 * typical for i in range(every, len(steps) - 10, every)]
+    return pauses, after
+
+
+def training_thread(megabytes: int, hidden: int) -> None:
+    torch.manual_seed(0)
+    batches = [(torch.randn(32, 64), torch.randn(32, 1)) for _ in range(2000)]
+    every = 50
+    pauses, after = [], []
+    # On tmpfs where there is one: a write's fsync then costs nothing, what is left is the CPU's work.
+    where = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    for _ in range(5):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                                    torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+        with tempfile.TemporaryDirectory(dir=where) as folder:
+            run_pauses, run_after = timed_training(folder, model, batches, every)
+        pauses += run_pauses
+        after += run_after
+    size = sum(p.numel() for p in model.parameters()) * 4 * 2 / 1e3
+    print(f"training thread, MLP 64-{hidden}-{hidden}-1 ({size:.0f} kB of parameters and momentum), a save every {every} "
+          f"iterations, {len(pauses)} saves in 5 runs, folder on {where or 'the temporary folder'}: pause per save "
+          f"median {statistics.median(pauses) * 1e3:.3f} ms; the 10 steps after a save, extra time over the median "
+          f"step: median {statistics.median(after) * 1e3:.3f} ms, mean {statistics.mean(after) * 1e3:.3f} ms")
+    big = torch.nn.Linear(megabytes * 1024 * 256 // 1024, 1024, bias=False)
+    batches = [(torch.randn(2, big.in_features), torch.randn(2, 1024)) for _ in range(4)]
+    with tempfile.TemporaryDirectory() as folder:
+        pauses, _ = timed_training(folder, big, batches, 1)
+    print(f"training thread, {megabytes} MB of parameters + {megabytes} MB of momentum: pauses of 4 saves "
+          + ", ".join(f"{p * 1e3:.0f}" for p in pauses) + " ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=200_000)
     parser.add_argument("--megabytes", type=int, default=64)
+    parser.add_argument("--training-thread", action="store_true",
+                        help="measure the training thread's cost per save while a model trains (see the docstring)")
+    parser.add_argument("--hidden", type=int, default=256, help="--training-thread: the MLP's hidden width")
     args = parser.parse_args()
+    if args.training_thread:
+        training_thread(args.megabytes, args.hidden)
+        return
     with tempfile.TemporaryDirectory() as folder:
         folder_fd = ignite_checkpoint._open_directory(folder)  # kept open, as the plugin's writer does
         # One epoch and no save in it: what the plugin costs between saves.

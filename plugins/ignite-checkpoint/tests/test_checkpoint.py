@@ -643,6 +643,7 @@ def test_autoload_with_default_options_finds_the_plugin_inactive(monkeypatch, ca
         ({"keep": 0}, ValueError, "keep must be at least 1"),
         ({"resume": "yes"}, TypeError, "resume must be True or False"),
         ({"save_on_interrupt": 1}, TypeError, "save_on_interrupt must be True or False"),
+        ({"background_serialization": "auto"}, TypeError, "background_serialization must be True or False"),
         ({"objects": [1]}, TypeError, "objects must be a dict"),
         ({"objects": {"model": 3}}, TypeError, r"objects\['model'\] \(int\) has no state_dict or load_state_dict"),
         ({"objects": {1: torch.nn.Linear(1, 1)}}, TypeError, "names must be strings"),
@@ -660,8 +661,22 @@ def test_bad_options_through_the_trainer_name_the_plugin(tmp_path, only_checkpoi
         Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path), "every_iteration": 1}})
 
 
+class LiveState:
+    """An object whose state_dict() returns its live containers, as user objects may."""
+
+    def __init__(self) -> None:
+        self.state = {"counts": [1, 2], "meta": {"name": "a"}, "tensor": torch.zeros(3)}
+
+    def state_dict(self) -> dict:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+@pytest.mark.parametrize("background", [False, True])
 def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_writer_thread(
-    tmp_path, only_checkpoint, monkeypatch
+    tmp_path, only_checkpoint, monkeypatch, background
 ):
     import ignite_checkpoint
 
@@ -671,6 +686,8 @@ def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_write
 
     def serialized(payload):
         threads["serialized"].append(threading.current_thread().name)
+        if background:  # the writer waits before it serializes: what it reads must be the copy
+            assert release.wait(60), "the test never released the writer"
         return real_serialized(payload)
 
     def atomic_write(data, path, directory_fd):
@@ -680,7 +697,10 @@ def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_write
 
     monkeypatch.setattr(ignite_checkpoint, "_serialized", serialized)
     monkeypatch.setattr(ignite_checkpoint, "_atomic_write", atomic_write)
-    trainer, model, optimizer = small_run(tmp_path / "ckpt", every_epochs=1000)
+    live = LiveState()
+    trainer, model, optimizer = small_run(
+        tmp_path / "ckpt", every_epochs=1000, background_serialization=background, more_objects={"live": live}
+    )
     trainer.run(1)
     plugin = trainer.plugins["checkpoint"]
     weight = model.weight.detach().clone()
@@ -692,14 +712,104 @@ def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_write
     optimizer.state[model.weight]["momentum_buffer"].mul_(-1)
     optimizer.param_groups[0]["lr"] = 5.0
     trainer.training_history.append(123.0)
+    live.state["counts"].append(3)
+    live.state["meta"]["name"] = "b"
+    live.state["tensor"].add_(1)
     release.set()
     plugin.wait()
-    assert threads == {"serialized": [threading.current_thread().name], "written": ["ignite-checkpoint-writer"]}
+    serializer = "ignite-checkpoint-writer" if background else threading.current_thread().name
+    assert threads == {"serialized": [serializer], "written": ["ignite-checkpoint-writer"]}
     saved = load_checkpoint(path)
     assert torch.equal(saved["objects"]["model"]["weight"], weight)
     assert torch.equal(saved["objects"]["optimizer"]["state"][0]["momentum_buffer"], momentum)
     assert saved["objects"]["optimizer"]["param_groups"][0]["lr"] == 0.1
     assert history_length(saved["trainer"]["training_history"]) == 4
+    assert saved["objects"]["live"]["counts"] == [1, 2] and saved["objects"]["live"]["meta"] == {"name": "a"}
+    assert torch.equal(saved["objects"]["live"]["tensor"], torch.zeros(3))
+
+
+def test_with_background_serialization_torch_save_runs_on_the_writer_thread_only(tmp_path, only_checkpoint, monkeypatch):
+    calls: list[str] = []
+    real_save = torch.save
+
+    def save(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    trainer, _, _ = small_run(tmp_path / "bg", every_iterations=2, background_serialization=True)
+    trainer.run(2)
+    assert calls and set(calls) == {"ignite-checkpoint-writer"}, calls
+    # The default, for a state on the CPU alone: torch.save on the training thread (see the README).
+    calls.clear()
+    trainer, _, _ = small_run(tmp_path / "default", every_iterations=2)
+    trainer.run(1)
+    assert calls and set(calls) == {threading.current_thread().name}, calls
+
+
+def test_snapshot_buffers_are_reused_across_saves_of_the_same_shapes_and_freed_at_the_run_end(
+    tmp_path, only_checkpoint
+):
+    trainer, model, optimizer = small_run(tmp_path / "buffers", every_epochs=1, background_serialization=True)
+    plugin = trainer.plugins["checkpoint"]
+    trainer.run(1)
+    assert plugin._buffers.held_bytes == 0  # released when the run ended
+    first = plugin._buffers.allocations
+    assert first > 0
+    plugin.save(trainer)
+    held = plugin._buffers.held_bytes
+    allocated = plugin._buffers.allocations - first
+    # One buffer per storage: the model's 2 tensors, the momentum buffers, the histories and RNG states.
+    assert allocated >= 4 and held > 0
+    for _ in range(3):  # the same shapes again: no new buffer
+        plugin.save(trainer)
+        assert plugin._buffers.allocations - first == allocated
+        assert plugin._buffers.held_bytes == held
+    plugin.wait()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    path = plugin.save(trainer)
+    plugin.wait()
+    assert torch.equal(load_checkpoint(path)["objects"]["model"]["weight"], model.weight)
+    trainer.run(2)  # one more epoch, then the run's end releases them
+    assert plugin._buffers.held_bytes == 0
+
+
+class Views:
+    def __init__(self) -> None:
+        base = torch.arange(10.0)
+        self.state = {"base": base, "tail": base[4:], "strided": base[::3], "flag": torch.tensor(True)}
+
+    def state_dict(self) -> dict:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+def test_the_snapshot_keeps_views_sharing_their_storage_as_torch_save_would(tmp_path, only_checkpoint):
+    views = Views()
+    trainer, _, _ = small_run(tmp_path / "views", background_serialization=True, more_objects={"views": views})
+    trainer.run(1)
+    saved = load_checkpoint(list_checkpoints(tmp_path / "views")[-1])["objects"]["views"]
+    for key, value in views.state.items():
+        assert torch.equal(saved[key], value) and saved[key].stride() == value.stride(), key
+    assert saved["tail"].untyped_storage().data_ptr() == saved["base"].untyped_storage().data_ptr()
+    assert saved["strided"].storage_offset() == 0 and saved["tail"].storage_offset() == 4
+
+
+def test_background_serialization_resumes_bit_for_bit(tmp_path, only_checkpoint):
+    reference, model_a, optimizer_a = small_run(tmp_path / "a", background_serialization=True)
+    reference.run(3)
+    first, _, _ = small_run(tmp_path / "b", background_serialization=True)
+    first.run(2)
+    resumed, model_b, optimizer_b = small_run(tmp_path / "b", background_serialization=True, resume=True)
+    resumed.run(3)
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert torch.equal(
+        optimizer_a.state[model_a.weight]["momentum_buffer"], optimizer_b.state[model_b.weight]["momentum_buffer"]
+    )
+    assert list(reference.training_history) == list(resumed.training_history)
 
 
 def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
