@@ -136,13 +136,8 @@ def _collect_tensors(value: Any, found: list[torch.Tensor]) -> None:
             _collect_tensors(getattr(value, field.name), found)
 
 
-def _is_number_tensor(tensor: torch.Tensor) -> bool:
-    return (
-        tensor.numel() == 1
-        and not tensor.is_complex()
-        and tensor.dtype is not torch.bool
-        and tensor.device.type != "meta"
-    )
+def _is_number_kind(device: torch.device, dtype: torch.dtype, shape: torch.Size) -> bool:
+    return math.prod(shape) == 1 and not dtype.is_complex and dtype is not torch.bool and device.type != "meta"
 
 
 def _to_host(values: Sequence[Any], *, move_large: bool) -> list[Any] | None:
@@ -150,34 +145,44 @@ def _to_host(values: Sequence[Any], *, move_large: bool) -> list[Any] | None:
     numbers, read with one copy per device, and, with ``move_large``, their other tensors on
     an accelerator copied to the host (non-blocking, waited for by that same copy). None when
     ``values`` hold no tensor to convert; ``values`` itself is left as it is."""
-    holders: list[tuple[int, list[torch.Tensor]]] = []  # (index in values, the tensors in it)
+    # Flat lists, no container per value: at ~1,000 values a run, allocations set off the GC.
+    holders: list[int] = []  # the indices of the values holding tensors
+    found: list[torch.Tensor] = []
     for index, value in enumerate(values):
-        if type(value) is float:  # the usual case, skipped at once
+        kind = type(value)
+        if kind is float:  # the usual case, skipped at once
             continue
-        found: list[torch.Tensor] = []
+        if kind is torch.Tensor:
+            found.append(value)
+            holders.append(index)
+            continue
+        before = len(found)
         _collect_tensors(value, found)
-        if found:
-            holders.append((index, found))
-    if not holders:
+        if len(found) > before:
+            holders.append(index)
+    if not found:
         return None
-    unique = {id(tensor): tensor for _, found in holders for tensor in found}
+    by_kind: dict[tuple[torch.device, torch.dtype, torch.Size], dict[int, torch.Tensor]] = {}
+    for tensor in found:
+        by_kind.setdefault((tensor.device, tensor.dtype, tensor.shape), {})[id(tensor)] = tensor
     replaced: dict[int, Any] = {}
-    groups: dict[torch.device, dict[tuple[torch.dtype, torch.Size], list[torch.Tensor]]] = {}
+    numbers: dict[torch.device, list[list[torch.Tensor]]] = {}
     copied_devices: set[torch.device] = set()
     with torch.no_grad():
-        for tensor in unique.values():
-            if _is_number_tensor(tensor):
-                groups.setdefault(tensor.device, {}).setdefault((tensor.dtype, tensor.shape), []).append(tensor)
-            elif move_large and tensor.device.type not in ("cpu", "meta"):
-                # Into pageable memory: a history keeps these, and pinned blocks kept for good
-                # would be allocated anew every run and stay page-locked.
-                host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
-                host.copy_(tensor, non_blocking=tensor.device.type == "cuda")
-                replaced[id(tensor)] = host
-                copied_devices.add(tensor.device)
-        for device, by_kind in groups.items():
+        for (device, dtype, shape), tensors in by_kind.items():
+            if _is_number_kind(device, dtype, shape):
+                numbers.setdefault(device, []).append(list(tensors.values()))
+            elif move_large and device.type not in ("cpu", "meta"):
+                for tensor in tensors.values():
+                    # Into pageable memory: a history keeps these, and pinned blocks kept for
+                    # good would be allocated anew every run and stay page-locked.
+                    host = torch.empty(shape, dtype=dtype, device="cpu")
+                    host.copy_(tensor, non_blocking=device.type == "cuda")
+                    replaced[id(tensor)] = host
+                copied_devices.add(device)
+        for device, groups in numbers.items():
             # Issued after the copies above, on the same stream: this blocking copy waits for them too.
-            replaced.update(_numbers_of(device, by_kind))
+            replaced.update(_numbers_of(device, groups))
             copied_devices.discard(device)
         for device in copied_devices:
             if device.type == "cuda":
@@ -191,17 +196,15 @@ def _to_host(values: Sequence[Any], *, move_large: bool) -> list[Any] | None:
         return _rebuilt(item, leaf)
 
     result = list(values)
-    for index, _ in holders:
+    for index in holders:
         result[index] = leaf(result[index])
     return result
 
 
-def _numbers_of(
-    device: torch.device, by_kind: dict[tuple[torch.dtype, torch.Size], list[torch.Tensor]]
-) -> dict[int, float | int]:
-    """The one-element tensors of one device as Python numbers, by ``id()``: stacked per
-    dtype and shape, joined, and copied to the host once."""
-    parts = [torch.stack(tensors).reshape(-1) for tensors in by_kind.values()]
+def _numbers_of(device: torch.device, groups: list[list[torch.Tensor]]) -> dict[int, float | int]:
+    """One device's one-element tensors, in groups of one dtype and shape, as Python numbers
+    by ``id()``: stacked per group, joined, and copied to the host once."""
+    parts = [torch.stack(tensors).reshape(-1) for tensors in groups]
     if len(parts) == 1:
         numbers = parts[0].cpu().tolist()  # ints stay ints, as .item() gives them
         integral = [False]
@@ -209,10 +212,10 @@ def _numbers_of(
         # float64 holds every float and every integer below 2**53 exactly (MPS has no float64).
         common = torch.float32 if device.type == "mps" else torch.float64
         numbers = torch.cat([part.to(common) for part in parts]).cpu().tolist()
-        integral = [not dtype.is_floating_point for dtype, _ in by_kind]
+        integral = [not part.dtype.is_floating_point for part in parts]
     result: dict[int, float | int] = {}
     position = 0
-    for tensors, to_int in zip(by_kind.values(), integral):
+    for tensors, to_int in zip(groups, integral):
         for tensor in tensors:
             number = numbers[position]
             result[id(tensor)] = int(number) if to_int else number
