@@ -30,6 +30,8 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	# The GPU benchmark's tiny CPU run (a few seconds), so that it cannot rot unnoticed.
+	$(PY) benchmarks/gpu.py --smoke
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

@@ -17,8 +17,9 @@ iterations are slow (so that a bar is never more than ~0.1 s of work behind): th
 it at multiples of that stride only (``TrainingEvents.TRAINING_ITERATION_COMPLETED.every``), so
 the iterations in between cost nothing. The bar is moved, and the training value read and
 formatted, when 0.1 s has passed since the bar last moved (tqdm redraws no more often): between
-real training steps, with the CPU's caches cold, ``tqdm.update()`` costs a few us and formatting
-the value ~3 us, too much for every stride of a small model.
+real training steps, with the CPU's caches cold, updating and formatting cost more than a small
+model's stride can carry (figures in benchmarks/README.md). A CUDA output is copied to the host
+without waiting and shown at a later draw; the epoch's end reads the last output.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
+
+import torch
 
 from ignite import EventHandle, TrainingEvents, hookimpl
 from ignite.distributed import is_main_process
@@ -45,13 +48,10 @@ __all__ = ["ProgressBar"]
 
 logger = logging.getLogger("ignite.progress")
 
-#: The plugin is called every this many iterations when they are fast (each look costs ~2-3 us
-#: between training steps). On a 64-32-10 MLP (~95 us a step, 0.2-s epochs of 2,000) the plugin
-#: spent, outside the update function, +0.22 us an iteration at 50, +0.17 at 200 and +0.11 at
-#: 1,000 (paired runs, 8 rounds); 200 still looks at a ~100-us step's bar every ~20 ms, five
-#: times per tqdm redraw interval. Slow iterations are looked at more often (every ~0.1 s of
-#: work), so 200 only matters right after iterations suddenly slow down more than 200-fold: the
-#: bar is then up to 200 of them behind, once.
+#: The plugin is called every this many iterations when they are fast: each look costs a few us
+#: (benchmarks/README.md), and 200 of a ~100-us step still look five times per tqdm redraw. Slow
+#: iterations are looked at more often (every ~0.1 s of work), so 200 only matters right after
+#: iterations suddenly slow down more than 200-fold: the bar is then up to 200 of them behind, once.
 DEFAULT_REFRESH_EVERY = 200
 
 #: A bar is advanced at least this often, in seconds of work (tqdm's own ``mininterval``).
@@ -98,6 +98,52 @@ class _Stepper:
         elif not self.bar.update(count - self.shown):  # True when it redrew
             self.bar.refresh()
         self.shown = count
+
+
+class _HostCopy:
+    """The numbers of an output's one-element CUDA tensors, being copied to pinned host memory
+    without waiting for the device; read them once :meth:`ready` (no host sync either way)."""
+
+    __slots__ = ("output", "events")
+
+    def __init__(self, output: Any, events: list[torch.cuda.Event]) -> None:
+        self.output, self.events = output, events
+
+    @classmethod
+    def start(cls, output: Any) -> _HostCopy | None:
+        """The copy of ``output``'s top-level items (as :func:`scalars` reads them), or None when
+        it holds no CUDA tensor (then it is read as it is, without a sync)."""
+        if isinstance(output, Mapping):
+            keys: Any = list(output.keys())
+            values = list(output.values())
+        elif isinstance(output, (tuple, list)):
+            keys, values = None, list(output)
+        else:
+            keys, values = (), [output]
+        if not any(isinstance(value, torch.Tensor) and value.is_cuda for value in values):
+            return None
+        devices: dict[torch.device, None] = {}
+        copied = []
+        for value in values:
+            if isinstance(value, torch.Tensor) and value.is_cuda:
+                devices[value.device] = None
+                if value.numel() == 1:  # the only tensors scalars() reads
+                    host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                    value = host.copy_(value.detach(), non_blocking=True)
+                else:
+                    value = None
+            copied.append(value)
+        events = []
+        for device in devices:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            events.append(event)
+        if keys is None:
+            return cls(copied, events)
+        return cls(dict(zip(keys, copied)) if keys else copied[0], events)
+
+    def ready(self) -> bool:
+        return all(event.query() for event in self.events)
 
 
 def _length(data: Any) -> int | None:
@@ -223,6 +269,9 @@ class ProgressBar:
         self._stride_handle: EventHandle | None = None
         self._training_postfix = ""
         self._postfix_at = -float("inf")  # when the training value was last read (_clock)
+        self._postfix_iteration = -1  # the iteration whose output was last read
+        # The copy to the host of a CUDA output started at the last draw, with its iteration.
+        self._copy: tuple[_HostCopy, int] | None = None
         self._redirecting = False  # whether this plugin holds a share of _console
 
     def _open(self, **options: Any) -> tqdm | None:
@@ -275,7 +324,8 @@ class ProgressBar:
         """Open the epoch's bar, counting from the batches already done when a run resumed
         inside the epoch."""
         self._close_bars()
-        self._training_postfix, self._postfix_at = "", -float("inf")
+        self._training_postfix, self._postfix_at, self._postfix_iteration = "", -float("inf"), -1
+        self._copy = None
         history = trainer.training_history
         # Each epoch has one training run, started before EPOCH_STARTED (a resumed epoch
         # continues its run): its length is the batches this epoch has done.
@@ -310,9 +360,31 @@ class ProgressBar:
             self._show_training_value(trainer, training, now)  # redrawn with the bar's next move
         handle.every = training.stride
 
-    def _show_training_value(self, trainer: Trainer, training: _Stepper, now: float) -> None:
-        self._training_postfix = _format("train", scalars(trainer.training_history[-1]))
+    def _show_training_value(self, trainer: Trainer, training: _Stepper, now: float, final: bool = False) -> None:
+        """Show the latest output. During the epoch, a CUDA output is copied to the host without
+        waiting and shown at a later draw, once the device got there (no host sync in the
+        loop); ``final`` (the epoch's end) reads the last output at once (one sync at most)."""
+        output = trainer.training_history[-1]
         self._postfix_at = now
+        if final:
+            self._copy = None
+            self._set_postfix(training, scalars(output), trainer.current_iteration)
+            return
+        pending = self._copy
+        if pending is not None:
+            if not pending[0].ready():
+                return  # the device has not reached that iteration yet: shown at a later draw
+            self._copy = None
+            self._set_postfix(training, scalars(pending[0].output), pending[1])
+        copy = _HostCopy.start(output)
+        if copy is None:
+            self._set_postfix(training, scalars(output), trainer.current_iteration)
+        else:
+            self._copy = (copy, trainer.current_iteration)
+
+    def _set_postfix(self, training: _Stepper, numbers: Mapping[str, float], iteration: int) -> None:
+        self._training_postfix = _format("train", numbers)
+        self._postfix_iteration = iteration
         training.bar.set_postfix_str(self._training_postfix, refresh=False)
 
     def _finish_training_bar(self, trainer: Trainer, draw: bool) -> None:
@@ -320,15 +392,16 @@ class ProgressBar:
         by the bar's ``close()``."""
         training = self._training
         if training is not None:
-            if len(trainer.training_history):
-                self._show_training_value(trainer, training, _clock())
+            # Not read again when the last draw showed the last output already.
+            if len(trainer.training_history) and self._postfix_iteration != trainer.current_iteration:
+                self._show_training_value(trainer, training, _clock(), final=True)
             training.finish(trainer.current_iteration, draw)
 
     @hookimpl
     def ignite_training_epoch_completed(self, trainer: Trainer) -> None:
         """Before a validation run, show the finished training part now. Without one the bar
-        is finished as it closes at EPOCH_COMPLETED: each draw between training steps costs
-        ~40-150 us, and closing draws it anyway."""
+        is finished as it closes at EPOCH_COMPLETED: a draw between training steps is costly,
+        and closing draws it anyway."""
         if trainer.validation_data is not None:
             self._finish_training_bar(trainer, draw=True)
 

@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ignite import EventHandle, TrainingEvents, hookimpl
@@ -39,11 +40,8 @@ __all__ = ["TensorBoardLogger"]
 
 logger = logging.getLogger("ignite.tensorboard")
 
-#: A logged iteration keeps its output and wall time (~1 us); encoding and writing one number
-#: costs ~3 us when numbers are written in a batch, several times more one at a time between
-#: training steps (the CPU's caches are cold there). An
-#: iteration not logged costs nothing (the trainer does not call the plugin); a 64-32-10 MLP's
-#: SGD step ~100 us. See the README for the plugin's total.
+#: A logged iteration only keeps its output; iterations between cost nothing (measurements:
+#: benchmarks/README.md).
 DEFAULT_LOG_EVERY = 100
 
 #: Logged iterations kept before they are encoded and written together (also at each epoch's
@@ -67,11 +65,10 @@ class _EventFile:
     """One TensorBoard event file, written synchronously through a buffered Python file.
 
     SummaryWriter hands each event to a background thread that computes the record's CRC in
-    pure Python and opens, appends to and closes the file once per event through tensorboard's
-    GFile; with the GIL going back and forth between that thread and the training thread, a
-    scalar cost ~40 us of process CPU here. Here each record (length, its CRC, the event, its
+    pure Python and opens the file once per event, contending for the GIL with training (see
+    benchmarks/README.md). Here each record (length, its CRC, the event, its
     CRC: the TFRecord format, as tensorboard's RecordWriter writes it) goes into
-    ``open(path, "xb")`` on the calling thread, ~3 us a scalar.
+    ``open(path, "xb")`` on the calling thread.
 
     The file is named as tensorboard's EventFileWriter names its own
     (``events.out.tfevents.<time>.<host>.<pid>.<n>``), created exclusively (a name that is
@@ -81,7 +78,7 @@ class _EventFile:
     """
 
     def __init__(self, log_dir: str) -> None:
-        # CRC-32C in C: tensorboard's own is pure Python, ~3 us for a 36-byte scalar event.
+        # CRC-32C in C: tensorboard's own is pure Python, as slow as the rest of a write.
         from google_crc32c import value as crc32c
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
@@ -131,6 +128,27 @@ class _EventFile:
     @property
     def closed(self) -> bool:
         return self._file.closed
+
+
+def _read(outputs: Sequence[Any]) -> list[dict[str, float]]:
+    """``[scalars(output) for output in outputs]``, read with one :func:`scalars` call: device
+    tensors in the outputs cost one transfer together, not one per output."""
+    combined: dict[str, Any] = {}
+    for position, output in enumerate(outputs):
+        # Keyed as scalars() keys one output's items, behind its position.
+        if isinstance(output, Mapping):
+            items: Any = output.items()
+        elif isinstance(output, (tuple, list)):
+            items = enumerate(output)
+        else:
+            items = (("", output),)
+        for key, item in items:
+            combined[f"{position}\x1f{key}"] = item
+    found: list[dict[str, float]] = [{} for _ in outputs]
+    for name, value in scalars(combined).items():
+        position, _, key = name.partition("\x1f")
+        found[int(position)][key] = value
+    return found
 
 
 def _default_log_dir() -> str:
@@ -247,8 +265,11 @@ class TensorBoardLogger:
 
     def _write_pending(self, writer: _EventFile) -> None:
         pending = self._pending
-        for step, wall_time, output in pending:
-            for key, value in scalars(output).items():
+        if not pending:
+            return
+        # One read for the whole batch: at most one host sync per write, not one per output.
+        for (step, wall_time, _), numbers in zip(pending, _read([output for _, _, output in pending])):
+            for key, value in numbers.items():
                 writer.scalar(tag("training/iteration", key), value, step, wall_time)
         pending.clear()
 

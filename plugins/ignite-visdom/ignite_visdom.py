@@ -23,6 +23,7 @@ import http.client
 import logging
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -43,10 +44,8 @@ PORT_ENV = "VISDOM_PORT"
 DEFAULT_SERVER = "http://localhost"
 DEFAULT_PORT = 8097
 
-#: Seconds between two sends of the background thread. A send is one request per series with
-#: new points; each costs this process's CPU (visdom's client building it, JSON, HTTP: the GIL
-#: is shared with training) and the server ~10-80 ms. At 0.5 s, and woken at each epoch's
-#: end, sending was a large part of the plugin's cost on a small model.
+#: Seconds between two sends of the background thread: each request costs this process CPU
+#: (shared GIL) and the server tens of ms (benchmarks/README.md).
 SEND_INTERVAL = 2.0
 #: Seconds one HTTP request may take (connect, then read) before the server counts as unreachable.
 REQUEST_TIMEOUT = (3.0, 10.0)
@@ -60,9 +59,8 @@ _START_HINT = (
 )
 
 #: What the training thread queues: a series name or prefix, x, and a number or an update output.
-#: The sender turns it into points (``tag(prefix, key)``, x, y) with ``scalars()``, so the
-#: training thread does not read the numbers between two steps (median ~11 us a logged iteration
-#: there, with the caches cold; queueing it: median 1.7 and 2.4 us in two runs).
+#: The sender turns it into points (``tag(prefix, key)``, x, y) with one ``scalars()`` call per
+#: send, so the training thread neither reads the numbers nor waits for the device.
 Item = Tuple[str, float, Any]
 
 
@@ -75,8 +73,8 @@ class VisdomLogger:
         port: the server's port. Default: environment variable ``VISDOM_PORT``, else 8097.
         env: the Visdom environment (tab) to plot in. Default ``"main"``.
         log_every: plot the training output every this many iterations. Default 100, as
-            the TensorBoard plugin: each point costs the sender thread ~5 us of CPU between
-            training steps, and the server a copy and a diff of the whole window per append.
+            the TensorBoard plugin: each point costs the sender thread CPU between training
+            steps, and the server a copy and a diff of the whole window per append.
         optimizer: an optimizer (or a dict or list of them) whose learning rates are plotted
             once per epoch. Default None: no learning-rate series.
         flush_timeout: seconds to wait at the end of a run for the last points to be sent.
@@ -324,9 +322,12 @@ class _Sender:
     def _send_pending(self, client: Any) -> None:
         batches: Dict[str, Tuple[List[float], List[float]]] = {}
         items = self.items
+        taken: List[Item] = []
         while items:
-            prefix, x, value = items.popleft()
-            for key, y in scalars(value).items():
+            taken.append(items.popleft())
+        # One read for everything queued since the last send: at most one host sync per send.
+        for (prefix, x, _), numbers in zip(taken, _read([value for _, _, value in taken])):
+            for key, y in numbers.items():
                 xs, ys = batches.setdefault(tag(prefix, key), ([], []))
                 xs.append(x)
                 ys.append(y)
@@ -335,6 +336,28 @@ class _Sender:
                 return
             _plot(client, series, xs, ys, replace=series not in self.plotted)
             self.plotted.add(series)
+
+
+def _read(outputs: Sequence[Any]) -> List[Dict[str, float]]:
+    """``[scalars(output) for output in outputs]``, read with one :func:`scalars` call: device
+    tensors in the outputs cost one transfer together, not one per output."""
+    combined: Dict[str, Any] = {}
+    for position, output in enumerate(outputs):
+        # Keyed as scalars() keys one output's items, behind its position.
+        if isinstance(output, Mapping):
+            items: Any = output.items()
+        elif isinstance(output, (tuple, list)):
+            items = enumerate(output)
+        else:
+            items = (("", output),)
+        for key, item in items:
+            combined[f"{position}\x1f{key}"] = item
+    found: List[Dict[str, float]] = [{} for _ in outputs]
+    if combined:
+        for name, value in scalars(combined).items():
+            position, _, key = name.partition("\x1f")
+            found[int(position)][key] = value
+    return found
 
 
 def _plot(client: Any, series: str, xs: List[float], ys: List[float], replace: bool) -> None:
@@ -374,9 +397,9 @@ def _reason(error: BaseException) -> str:
 class _Connection:
     """One keep-alive HTTP connection to the server, for visdom's client to post through.
 
-    visdom's client posts with ``requests``: ~500 us of CPU a request here, on a thread that
-    shares the GIL with training, against ~65 us for the same request over a kept-alive
-    ``http.client`` connection. Proxy settings from the environment are not applied.
+    visdom's client posts with ``requests``, several times the CPU of a request over a kept-alive
+    ``http.client`` connection, on a thread that shares the GIL with training
+    (benchmarks/README.md). Proxy settings from the environment are not applied.
     """
 
     def __init__(self, server: str, port: int) -> None:

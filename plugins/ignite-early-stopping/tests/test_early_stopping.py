@@ -455,3 +455,29 @@ def test_distributed_ranks_stop_together_even_if_score_function_disagrees(two_ra
     assert ranks[0]["epoch"] == ranks[1]["epoch"] == 3  # rank 0 decided at epoch 3, rank 1 followed
     assert ranks[0]["logs"] == ["INFO Early stopping at epoch 3: no improvement for 2 epochs, best 1 at epoch 1"]
     assert ranks[1]["logs"] == []
+
+
+def test_the_epoch_s_score_is_read_with_one_run_means_call(monkeypatch):
+    # Through History.run_means, one call for the run (one transfer for device values), never
+    # value by value: outputs of shape (1,) stay tensors in the history.
+    from ignite.history import History
+
+    calls: list[str] = []
+    recording = [False]
+    for method in ("run_means", "run", "__getitem__", "__iter__"):
+
+        def wrapper(self, *args, _real=getattr(History, method), _method=method, **kwargs):
+            if recording[0]:
+                calls.append(_method)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(History, method, wrapper)
+    trainer = Trainer(
+        [3.0, 2.0, 1.0], lambda batch: torch.tensor([batch]), plugins={"early_stopping": {'patience': 10}}
+    )
+    # Handlers run before plugin hooks at EPOCH_COMPLETED, after them at EPOCH_STARTED.
+    trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, lambda t: recording.__setitem__(0, True))
+    trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: recording.__setitem__(0, False))
+    trainer.run(3)
+    assert calls == ["run_means"] * 3
+    assert isinstance(trainer.training_history[0], torch.Tensor)  # the reads above were of tensors

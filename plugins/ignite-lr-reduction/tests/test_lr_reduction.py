@@ -465,3 +465,29 @@ def test_distributed_ranks_step_on_the_reduced_score_and_keep_equal_rates(tmp_pa
     assert ranks[0]["best"] != pytest.approx(min(ranks[0]["local_means"]))
     assert len(ranks[0]["logs"]) >= 1 and all(line.startswith("INFO epoch ") for line in ranks[0]["logs"])
     assert ranks[1]["logs"] == []  # only rank 0 logs
+
+
+def test_the_epoch_s_score_is_read_with_one_run_means_call(monkeypatch):
+    # Through History.run_means, one call for the run (one transfer for device values), never
+    # value by value: outputs of shape (1,) stay tensors in the history.
+    from ignite.history import History
+
+    calls: list[str] = []
+    recording = [False]
+    for method in ("run_means", "run", "__getitem__", "__iter__"):
+
+        def wrapper(self, *args, _real=getattr(History, method), _method=method, **kwargs):
+            if recording[0]:
+                calls.append(_method)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(History, method, wrapper)
+    trainer = Trainer(
+        [3.0, 2.0, 1.0], lambda batch: torch.tensor([batch]), plugins={"lr_reduction": {'optimizer': torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)}}
+    )
+    # Handlers run before plugin hooks at EPOCH_COMPLETED, after them at EPOCH_STARTED.
+    trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, lambda t: recording.__setitem__(0, True))
+    trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: recording.__setitem__(0, False))
+    trainer.run(3)
+    assert calls == ["run_means"] * 3
+    assert isinstance(trainer.training_history[0], torch.Tensor)  # the reads above were of tensors

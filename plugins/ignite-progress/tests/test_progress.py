@@ -185,7 +185,24 @@ def test_slow_iterations_advance_the_bar_and_read_the_output_every_iteration(mon
     trainer = counting_trainer(io.StringIO(), 5, positions)
     trainer.run(1)
     assert positions == list(range(21))
-    assert len(reads) == 20 + 1
+    assert len(reads) == 20  # the epoch's end does not read the last output a second time
+
+
+def test_each_draw_reads_the_latest_output_once(monkeypatch):
+    import torch
+
+    fake_clock(monkeypatch, 1.0)  # every iteration is a draw
+    reads = count_reads(monkeypatch)
+    output = io.StringIO()
+    trainer = Trainer(
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        lambda batch: {"loss": torch.tensor([batch])},  # kept as a tensor in the history
+        plugins={"progress": {"file": output, "disable": False, "refresh_every": 5}},
+    )
+    trainer.run(2)
+    # One scalars() call a draw (one host sync on a GPU), of the output just made, none other.
+    assert [float(read["loss"]) for read in reads] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] * 2
+    assert all(line.endswith("train/loss=5]") for line in screen(output.getvalue()))
 
 
 class Unsized:

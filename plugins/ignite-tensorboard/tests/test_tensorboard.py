@@ -132,18 +132,66 @@ def test_dict_outputs_and_dict_validation_means(tmp_path):
     assert close_to(events["validation/mean/loss"], [(epoch, 4.0) for epoch in (1, 2, 3)])
 
 
-def test_only_every_log_every_th_output_is_read(tmp_path, monkeypatch):
-    read: list[float] = []  # the outputs the plugin turns into numbers (no .item() on the others)
+def count_reads(monkeypatch) -> list[list[Any]]:
+    """Record the values each call of the plugin's ``scalars`` was given (one list per call)."""
+    reads: list[list[Any]] = []
     real = ignite_tensorboard.scalars
-    monkeypatch.setattr(ignite_tensorboard, "scalars", lambda output: read.append(output["loss"]) or real(output))
+
+    def counting(output):
+        reads.append(list(output.values()))
+        return real(output)
+
+    monkeypatch.setattr(ignite_tensorboard, "scalars", counting)
+    return reads
+
+
+def test_only_every_log_every_th_output_is_read(tmp_path, monkeypatch):
+    reads = count_reads(monkeypatch)  # the outputs the plugin turns into numbers (no .item() on the others)
     trainer = Trainer(
         list(range(20)),
         lambda batch: {"loss": float(batch)},
         plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 5}},
     )
     trainer.run(1)
-    assert read == [4.0, 9.0, 14.0, 19.0]  # iterations 5, 10, 15, 20 out of 20
+    assert reads == [[4.0, 9.0, 14.0, 19.0]]  # iterations 5, 10, 15, 20 out of 20, in one read
     assert read_events(tmp_path)["training/iteration/loss"] == [(5, 4.0), (10, 9.0), (15, 14.0), (20, 19.0)]
+
+
+def test_kept_tensor_outputs_are_read_in_one_call_per_write(tmp_path, monkeypatch):
+    # One scalars() call per write (each epoch's end here), not one per kept output: on a GPU,
+    # one host sync for the whole batch.
+    reads = count_reads(monkeypatch)
+    trainer = Trainer(
+        list(range(10)),
+        lambda batch: {"loss": torch.tensor(batch / 4), "steps": (torch.tensor([batch]), "text")},
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1}},
+    )
+    trainer.run(2)
+    assert len(reads) == 2 and all(len(values) == 20 for values in reads)  # 10 outputs of 2 items each
+    events = read_events(tmp_path)
+    assert close_to(events["training/iteration/loss"], [(step, ((step - 1) % 10) / 4) for step in range(1, 21)])
+    assert "training/iteration/steps" not in events  # a tuple inside a dict is no number, as scalars() has it
+
+
+def test_a_batch_write_mid_epoch_reads_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(ignite_tensorboard, "_BATCH", 4)
+    reads = count_reads(monkeypatch)
+    trainer = Trainer(
+        list(range(20)),
+        lambda batch: (torch.tensor(float(batch)), batch * 2.0),
+        plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 2}},
+    )
+    trainer.run(1)
+    # 10 logged iterations: written at the 4th and 8th (full batches), then the 2 left at the epoch's end.
+    assert [len(values) for values in reads] == [8, 8, 4]
+    events = read_events(tmp_path)
+    assert close_to(events["training/iteration/0"], [(step, step - 1.0) for step in range(2, 21, 2)])
+    assert close_to(events["training/iteration/1"], [(step, (step - 1) * 2.0) for step in range(2, 21, 2)])
+
+
+def test_read_keys_each_output_as_scalars_does():
+    outputs = [1.5, torch.tensor(2.0), (3.0, "x", torch.tensor([4.0])), {"a": 5.0, 1: torch.tensor(6.0), "s": "no"}, "no"]
+    assert ignite_tensorboard._read(outputs) == [ignite_tensorboard.scalars(output) for output in outputs]
 
 
 def test_logged_outputs_are_written_in_batches_and_none_is_lost(tmp_path):
