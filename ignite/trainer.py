@@ -151,12 +151,18 @@ def _check_callable(name: str, function: Any) -> None:
         raise TypeError(f"{name} must be callable (a function of one batch); got {type(function).__name__}")
 
 
-def _non_finite(value: Any) -> bool:
-    """Whether ``value`` holds a NaN or an infinity, in any number type or container."""
+def _non_finite(value: Any, on_device: list[torch.Tensor] | None = None) -> bool:
+    """Whether ``value`` holds a NaN or an infinity, in any number type or container. With
+    ``on_device``, floating tensors on an accelerator are appended to it instead of read."""
     if type(value) is float:
         return not math.isfinite(value)
     if isinstance(value, torch.Tensor):
-        return (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())
+        if not (value.is_floating_point() or value.is_complex()):
+            return False
+        if on_device is not None and value.device.type in _ASYNC_DEVICES:
+            on_device.append(value)
+            return False
+        return not bool(torch.isfinite(value).all())
     if isinstance(value, (bool, numbers.Integral)):
         return False
     if isinstance(value, decimal.Decimal):
@@ -166,24 +172,136 @@ def _non_finite(value: Any) -> bool:
     if _rng.numpy is not None and isinstance(value, _rng.numpy.ndarray):
         return value.dtype.kind in "fc" and not bool(_rng.numpy.isfinite(value).all())
     if isinstance(value, (tuple, list)):
-        return any(_non_finite(item) for item in value)
+        return any(_non_finite(item, on_device) for item in value)
     if isinstance(value, Mapping):
-        return any(_non_finite(item) for item in value.values())
+        return any(_non_finite(item, on_device) for item in value.values())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return any(_non_finite(getattr(value, field.name)) for field in dataclasses.fields(value))
+        return any(_non_finite(getattr(value, field.name), on_device) for field in dataclasses.fields(value))
     return False
 
 
-def _terminate_on_nan(trainer: Trainer) -> None:
-    output = trainer.training_history[-1]
-    if _non_finite(output):
+# Devices whose outputs terminate_on_nan checks there and reads back asynchronously.
+_ASYNC_DEVICES = frozenset(("cuda",))
+
+
+def _new_event(device: torch.device) -> Any:
+    return torch.cuda.Event()
+
+
+class _DeviceFlag:
+    """The first iteration whose output held a NaN or an infinity on one device, kept on
+    that device and copied to the host without waiting (a pinned tensor and an event)."""
+
+    __slots__ = ("first", "host", "event", "in_flight")
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.full((), _NEVER, dtype=torch.int64, device=device)
+        self.host = torch.full((), _NEVER, dtype=torch.int64, pin_memory=device.type == "cuda")
+        self.event = _new_event(device)
+        self.in_flight = False
+
+    def update(self, tensor: torch.Tensor, iteration: int) -> None:
+        # first = min(first, iteration) where the tensor is not finite: four small kernels, no sync.
+        finite = torch.isfinite(tensor).all()
+        torch.where(finite, self.first, self.first.clamp(max=iteration), out=self.first)
+
+    def poll(self) -> int:
+        """The first bad iteration the host has seen so far (_NEVER: none); starts the next copy."""
+        seen = _NEVER
+        if self.in_flight and self.event.query():
+            seen = int(self.host)  # host memory the finished copy wrote: no device sync
+            self.in_flight = False
+        if not self.in_flight:
+            self.host.copy_(self.first, non_blocking=True)
+            device = self.first.device
+            if device.type == "cuda":
+                self.event.record(torch.cuda.current_stream(device))  # the stream the copy was queued on
+            else:
+                self.event.record()
+            self.in_flight = True
+        return seen
+
+    def read(self) -> int:
+        """The first bad iteration, waiting for the device (at the end of a run)."""
+        return int(self.first)
+
+    def reset(self) -> None:
+        self.first.fill_(_NEVER)
+        self.in_flight = False  # a copy still in flight holds the old value: the next poll issues a new one
+
+
+class _NanGuard:
+    """``Trainer(terminate_on_nan=True)``: host values are checked at once; tensors on an
+    accelerator are checked there and the result read asynchronously, so the run stops a
+    few iterations after the bad one, at the latest at the end of the epoch's batches."""
+
+    def __init__(self) -> None:
+        self._flags: dict[torch.device, _DeviceFlag] = {}
+
+    def check(self, trainer: Trainer) -> None:
+        output = trainer.training_history[-1]
+        if type(output) is float:  # the usual case: as cheap as before
+            if not math.isfinite(output):
+                self._stop(trainer, trainer.current_iteration, output)
+            return
+        on_device: list[torch.Tensor] = []
+        if _non_finite(output, on_device):
+            self._stop(trainer, trainer.current_iteration, output)
+            return
+        iteration = trainer.current_iteration
+        for tensor in on_device:
+            flag = self._flags.get(tensor.device)
+            if flag is None:
+                flag = self._flags[tensor.device] = _DeviceFlag(tensor.device)
+            flag.update(tensor, iteration)
+        if self._flags:
+            first = min(flag.poll() for flag in self._flags.values())
+            if first != _NEVER:
+                self._stop_at(trainer, first)
+
+    def end_run(self, trainer: Trainer) -> bool:
+        """Read the flags, waiting for the device, at the end of the epoch's batches: True
+        when the run is stopped for a bad value seen there."""
+        if not self._flags:
+            return False
+        first = min(flag.read() for flag in self._flags.values())
+        if first == _NEVER:
+            return False
+        self._stop_at(trainer, first)
+        return True
+
+    def discard(self) -> None:
+        """Forget the flags (after an exception: the device may be unusable)."""
+        self._flags.clear()
+
+    def _stop_at(self, trainer: Trainer, iteration: int) -> None:
+        for flag in self._flags.values():
+            flag.reset()  # a later run() starts clean
+        # The history's last value is the current iteration's; the bad one is that many back.
+        back = trainer.current_iteration - iteration
+        history = trainer.training_history
+        output = history[-1 - back] if back < len(history) else "(no longer in the history)"
+        self._stop(trainer, iteration, output)
+
+    @staticmethod
+    def _stop(trainer: Trainer, iteration: int, output: Any) -> None:
+        later = iteration != trainer.current_iteration
         logger.warning(
-            "Terminating: the training output of iteration %d (epoch %d) is not finite: %r",
-            trainer.current_iteration,
+            "Terminating: the training output of iteration %d (epoch %d) is not finite: %r%s",
+            iteration,
             trainer.current_epoch,
             output,
+            f" (read on the host at iteration {trainer.current_iteration})" if later else "",
         )
         trainer.terminate()
+
+
+def _end_run_after(history: History, error: BaseException) -> None:
+    # The run's device outputs leave the device on an exception too, unless the device itself failed.
+    try:
+        history._end_run()
+    except Exception as second:
+        error.add_note(f"the run's tensors were left as they were: converting them failed with {second!r}")
 
 
 def _check_state_format(state: Any) -> None:
@@ -228,9 +346,12 @@ class Trainer:
             (defaults) or False (disabled), e.g. ``{"early_stopping": {"patience": 3},
             "visdom": False}``.
         terminate_on_nan: stop cleanly, with a warning naming the iteration and the value,
-            after a training output holding a NaN or an infinity. Checking a Python float
-            costs nothing measurable; a tensor output on an accelerator costs a device sync
-            per iteration (return ``loss.item()`` to avoid it).
+            after a training output holding a NaN or an infinity. Host values (floats, CPU
+            tensors, numpy, ``Decimal``) are checked at once: the run stops after that
+            iteration. Tensors on a CUDA device are checked there (a few small kernels, no
+            sync) and the result is copied back asynchronously and read once it has arrived:
+            the run stops a few iterations later (about twice as many as the host runs ahead
+            of the device), and at the latest at the end of the epoch's training batches.
         profile: time every handler, plugin hook and update function, log a table at the
             end of each run and keep it for :meth:`profile_report`. Off, it costs nothing.
     """
@@ -297,8 +418,9 @@ class Trainer:
                 raise record.error
             self._plugin_records[record.name] = record
         self._rebuild_callbacks()
-        if terminate_on_nan:
-            self.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, _terminate_on_nan)
+        self._nan_guard = _NanGuard() if terminate_on_nan else None
+        if self._nan_guard is not None:
+            self.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, self._nan_guard.check)
 
     # -- counters -----------------------------------------------------------------------
 
@@ -759,26 +881,35 @@ class Trainer:
             callbacks, update, append = self._callbacks, self._training_update_function, history.append
             periodic = self._periodic
             periodic.schedule(self.current_iteration)  # the count may have been set since
-            for batch in self._resumed_batches(resume):
-                self.current_iteration += 1
-                for callback in callbacks[_TRAIN_STARTED]:
-                    callback(self)
-                output = update(batch)
-                # Floats (``loss.item()``) are the common case: skip the conversion call.
-                append(output if type(output) is float else history_value(output))
-                if self.current_iteration >= periodic.due:
-                    periodic(self)
-                for callback in callbacks[_TRAIN_COMPLETED]:
-                    callback(self)
-                if self._should_terminate:
-                    break
-            else:
-                completed = True
-                if not history.run():
-                    raise ValueError(
-                        f"training_data yielded no batches in epoch {self.current_epoch}: it must hold at least "
-                        "one batch on every pass"
-                    )
+            try:
+                for batch in self._resumed_batches(resume):
+                    self.current_iteration += 1
+                    for callback in callbacks[_TRAIN_STARTED]:
+                        callback(self)
+                    output = update(batch)
+                    # Floats (``loss.item()``) are the common case: skip the conversion call.
+                    append(output if type(output) is float else history_value(output))
+                    if self.current_iteration >= periodic.due:
+                        periodic(self)
+                    for callback in callbacks[_TRAIN_COMPLETED]:
+                        callback(self)
+                    if self._should_terminate:
+                        break
+                else:
+                    completed = True
+                    if not history.run():
+                        raise ValueError(
+                            f"training_data yielded no batches in epoch {self.current_epoch}: it must hold at "
+                            "least one batch on every pass"
+                        )
+            except BaseException as error:
+                if self._nan_guard is not None:
+                    self._nan_guard.discard()
+                _end_run_after(history, error)
+                raise
+        history._end_run()  # the epoch's device outputs to the host, in one transfer
+        if self._nan_guard is not None and self._nan_guard.end_run(self):
+            completed = False
         self._agree_on_stop(batches=len(history.run()))  # also checks that every rank ran as many
         self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
         return completed
@@ -797,17 +928,22 @@ class Trainer:
                 _rng.set_states(resume["start_rng"])  # a validation run cut short is run again whole
             self._resume = None
             self._phase_start_rng = _rng.get_states()
-            for batch in self.validation_data:  # type: ignore[union-attr]
-                for callback in callbacks[_VALID_STARTED]:
-                    callback(self)
-                output = update(batch)  # type: ignore[misc]
-                append(output if type(output) is float else history_value(output))
-                for callback in callbacks[_VALID_COMPLETED]:
-                    callback(self)
-                if self._should_terminate:
-                    break
-            else:
-                completed = True
+            try:
+                for batch in self.validation_data:  # type: ignore[union-attr]
+                    for callback in callbacks[_VALID_STARTED]:
+                        callback(self)
+                    output = update(batch)  # type: ignore[misc]
+                    append(output if type(output) is float else history_value(output))
+                    for callback in callbacks[_VALID_COMPLETED]:
+                        callback(self)
+                    if self._should_terminate:
+                        break
+                else:
+                    completed = True
+            except BaseException as error:
+                _end_run_after(history, error)
+                raise
+        history._end_run()
         self._agree_on_stop()
         self._fire(TrainingEvents.VALIDATION_COMPLETED)
         return completed
