@@ -490,4 +490,4 @@ def test_the_epoch_s_score_is_read_with_one_run_means_call(monkeypatch):
     trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: recording.__setitem__(0, False))
     trainer.run(3)
     assert calls == ["run_means"] * 3
-    assert isinstance(trainer.training_history[0], torch.Tensor)  # the reads above were of tensors
+    assert type(trainer.training_history[0]) is float  # the run's tensors became floats in one copy at its end
