@@ -22,7 +22,8 @@ try:
 except ImportError:  # pragma: no cover - numpy is optional
     numpy = None
 
-__all__ = ["History", "scalars"]
+__all__ = ["History", "scalars", "scalars_of"]
+
 
 def scalars(value: Any) -> dict[str, float]:
     """The numbers in one update output, by name: ``{"": x}`` for a number (Python, numpy or
@@ -38,6 +39,13 @@ def scalars(value: Any) -> dict[str, float]:
         if converted is not None:
             value = converted[0]
     return _host_scalars(value)
+
+
+def scalars_of(outputs: Sequence[Any]) -> list[dict[str, float]]:
+    """:func:`scalars` of each of ``outputs``, their one-element tensors read together with
+    one copy per device: what a logger kept over a period costs one host sync, not one each."""
+    converted = _to_host(outputs, move_large=False)
+    return [_host_scalars(value) for value in (outputs if converted is None else converted)]
 
 
 def _host_scalars(value: Any) -> dict[str, float]:

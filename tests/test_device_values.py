@@ -16,7 +16,7 @@ import torch
 
 from ignite import History, Trainer, TrainingEvents
 from ignite import trainer as trainer_module
-from ignite.history import scalars
+from ignite.history import scalars, scalars_of
 
 E = TrainingEvents
 Pair = collections.namedtuple("Pair", "loss accuracy")
@@ -93,6 +93,14 @@ def test_scalars_of_one_output_read_its_tensors_together(transfers):
     output = {"loss": torch.tensor([0.5]), "accuracy": torch.tensor([0.75]), "n": torch.tensor([4]), "tag": "x"}
     assert scalars(output) == {"loss": 0.5, "accuracy": 0.75, "n": 4.0}
     assert transfers == {"tolist": 1}
+
+
+def test_scalars_of_many_outputs_read_them_all_in_one_transfer(transfers):
+    outputs = [1.5, torch.tensor([2.0]), (3.0, "x", torch.tensor([4.0])), {"a": 5.0, 1: torch.tensor([6])}, "no", {}]
+    expected = [{"": 1.5}, {"": 2.0}, {"0": 3.0, "2": 4.0}, {"a": 5.0, "1": 6.0}, {}, {}]
+    assert scalars_of(outputs) == expected
+    assert transfers == {"tolist": 1}
+    assert [scalars(output) for output in outputs] == expected  # the same keys, one transfer each
 
 
 CONTAINERS = {

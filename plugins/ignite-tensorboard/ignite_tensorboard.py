@@ -25,12 +25,11 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ignite import EventHandle, TrainingEvents, hookimpl
 from ignite.distributed import is_main_process
-from ignite.history import scalars
+from ignite.history import scalars_of
 from ignite.monitor import epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
@@ -128,27 +127,6 @@ class _EventFile:
     @property
     def closed(self) -> bool:
         return self._file.closed
-
-
-def _read(outputs: Sequence[Any]) -> list[dict[str, float]]:
-    """``[scalars(output) for output in outputs]``, read with one :func:`scalars` call: device
-    tensors in the outputs cost one transfer together, not one per output."""
-    combined: dict[str, Any] = {}
-    for position, output in enumerate(outputs):
-        # Keyed as scalars() keys one output's items, behind its position.
-        if isinstance(output, Mapping):
-            items: Any = output.items()
-        elif isinstance(output, (tuple, list)):
-            items = enumerate(output)
-        else:
-            items = (("", output),)
-        for key, item in items:
-            combined[f"{position}\x1f{key}"] = item
-    found: list[dict[str, float]] = [{} for _ in outputs]
-    for name, value in scalars(combined).items():
-        position, _, key = name.partition("\x1f")
-        found[int(position)][key] = value
-    return found
 
 
 def _default_log_dir() -> str:
@@ -268,7 +246,7 @@ class TensorBoardLogger:
         if not pending:
             return
         # One read for the whole batch: at most one host sync per write, not one per output.
-        for (step, wall_time, _), numbers in zip(pending, _read([output for _, _, output in pending])):
+        for (step, wall_time, _), numbers in zip(pending, scalars_of([output for _, _, output in pending])):
             for key, value in numbers.items():
                 writer.scalar(tag("training/iteration", key), value, step, wall_time)
         pending.clear()

@@ -23,13 +23,12 @@ import http.client
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ignite import EventHandle, TrainingEvents, hookimpl
 from ignite.distributed import is_main_process
-from ignite.history import scalars
+from ignite.history import scalars_of
 from ignite.monitor import epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ _START_HINT = (
 )
 
 #: What the training thread queues: a series name or prefix, x, and a number or an update output.
-#: The sender turns it into points (``tag(prefix, key)``, x, y) with one ``scalars()`` call per
+#: The sender turns it into points (``tag(prefix, key)``, x, y) with one ``scalars_of()`` call per
 #: send, so the training thread neither reads the numbers nor waits for the device.
 Item = Tuple[str, float, Any]
 
@@ -326,7 +325,7 @@ class _Sender:
         while items:
             taken.append(items.popleft())
         # One read for everything queued since the last send: at most one host sync per send.
-        for (prefix, x, _), numbers in zip(taken, _read([value for _, _, value in taken])):
+        for (prefix, x, _), numbers in zip(taken, scalars_of([value for _, _, value in taken])):
             for key, y in numbers.items():
                 xs, ys = batches.setdefault(tag(prefix, key), ([], []))
                 xs.append(x)
@@ -336,28 +335,6 @@ class _Sender:
                 return
             _plot(client, series, xs, ys, replace=series not in self.plotted)
             self.plotted.add(series)
-
-
-def _read(outputs: Sequence[Any]) -> List[Dict[str, float]]:
-    """``[scalars(output) for output in outputs]``, read with one :func:`scalars` call: device
-    tensors in the outputs cost one transfer together, not one per output."""
-    combined: Dict[str, Any] = {}
-    for position, output in enumerate(outputs):
-        # Keyed as scalars() keys one output's items, behind its position.
-        if isinstance(output, Mapping):
-            items: Any = output.items()
-        elif isinstance(output, (tuple, list)):
-            items = enumerate(output)
-        else:
-            items = (("", output),)
-        for key, item in items:
-            combined[f"{position}\x1f{key}"] = item
-    found: List[Dict[str, float]] = [{} for _ in outputs]
-    if combined:
-        for name, value in scalars(combined).items():
-            position, _, key = name.partition("\x1f")
-            found[int(position)][key] = value
-    return found
 
 
 def _plot(client: Any, series: str, xs: List[float], ys: List[float], replace: bool) -> None:

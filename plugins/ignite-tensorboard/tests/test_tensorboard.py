@@ -133,15 +133,16 @@ def test_dict_outputs_and_dict_validation_means(tmp_path):
 
 
 def count_reads(monkeypatch) -> list[list[Any]]:
-    """Record the values each call of the plugin's ``scalars`` was given (one list per call)."""
+    """Record the items of the outputs each call of the plugin's ``scalars_of`` was given (one
+    list per call)."""
     reads: list[list[Any]] = []
-    real = ignite_tensorboard.scalars
+    real = ignite_tensorboard.scalars_of
 
-    def counting(output):
-        reads.append(list(output.values()))
-        return real(output)
+    def counting(outputs):
+        reads.append([item for output in outputs for item in (output.values() if isinstance(output, dict) else output)])
+        return real(outputs)
 
-    monkeypatch.setattr(ignite_tensorboard, "scalars", counting)
+    monkeypatch.setattr(ignite_tensorboard, "scalars_of", counting)
     return reads
 
 
@@ -158,7 +159,7 @@ def test_only_every_log_every_th_output_is_read(tmp_path, monkeypatch):
 
 
 def test_kept_tensor_outputs_are_read_in_one_call_per_write(tmp_path, monkeypatch):
-    # One scalars() call per write (each epoch's end here), not one per kept output: on a GPU,
+    # One scalars_of() call per write (each epoch's end here), not one per kept output: on a GPU,
     # one host sync for the whole batch.
     reads = count_reads(monkeypatch)
     trainer = Trainer(
@@ -187,11 +188,6 @@ def test_a_batch_write_mid_epoch_reads_once(tmp_path, monkeypatch):
     events = read_events(tmp_path)
     assert close_to(events["training/iteration/0"], [(step, step - 1.0) for step in range(2, 21, 2)])
     assert close_to(events["training/iteration/1"], [(step, (step - 1) * 2.0) for step in range(2, 21, 2)])
-
-
-def test_read_keys_each_output_as_scalars_does():
-    outputs = [1.5, torch.tensor(2.0), (3.0, "x", torch.tensor([4.0])), {"a": 5.0, 1: torch.tensor(6.0), "s": "no"}, "no"]
-    assert ignite_tensorboard._read(outputs) == [ignite_tensorboard.scalars(output) for output in outputs]
 
 
 def test_logged_outputs_are_written_in_batches_and_none_is_lost(tmp_path):

@@ -231,23 +231,23 @@ def test_dict_outputs_one_window_per_key_and_runs_continue(only_visdom: None, vi
 def test_each_send_reads_what_was_queued_in_one_call(
     only_visdom: None, visdom_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One scalars() call per send, whatever was queued since the last one: on a GPU, one host
+    # One scalars_of() call per send, whatever was queued since the last one: on a GPU, one host
     # sync per send on the sender thread, not one per queued output.
     sends: List[int] = []  # items queued at each send that had any
-    reads: List[int] = []  # values given to each scalars() call
-    real_send, real_scalars = ignite_visdom._Sender._send_pending, ignite_visdom.scalars
+    reads: List[int] = []  # items of the outputs given to each scalars_of() call
+    real_send, real_scalars_of = ignite_visdom._Sender._send_pending, ignite_visdom.scalars_of
 
     def send(sender: Any, client: Any) -> None:
         if sender.items:
             sends.append(len(sender.items))
         real_send(sender, client)
 
-    def scalars(output: Any) -> Dict[str, float]:
-        reads.append(len(output))
-        return real_scalars(output)
+    def scalars_of(outputs: Any) -> List[Dict[str, float]]:
+        reads.append(sum(len(output) for output in outputs))
+        return real_scalars_of(outputs)
 
     monkeypatch.setattr(ignite_visdom._Sender, "_send_pending", send)
-    monkeypatch.setattr(ignite_visdom, "scalars", scalars)
+    monkeypatch.setattr(ignite_visdom, "scalars_of", scalars_of)
     task = Regression()
     env = "test_each_send_reads_once"
     trainer = Trainer(
@@ -263,11 +263,6 @@ def test_each_send_reads_what_was_queued_in_one_call(
         "x": [2.0, 4.0, 6.0, 8.0, 10.0, 12.0],
         "y": [float(history[i]["mse"]) for i in (1, 3, 5, 7, 9, 11)],
     }
-
-
-def test_read_keys_each_output_as_scalars_does() -> None:
-    outputs = [1.5, torch.tensor(2.0), (3.0, "x", torch.tensor([4.0])), {"a": 5.0, 1: torch.tensor(6.0)}, "no", {}]
-    assert ignite_visdom._read(outputs) == [ignite_visdom.scalars(output) for output in outputs]
 
 
 def test_points_before_an_exception_are_flushed(only_visdom: None, visdom_server: int) -> None:
