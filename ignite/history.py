@@ -34,11 +34,7 @@ def scalars(value: Any) -> dict[str, float]:
     tensors on an accelerator still synchronises with it once, so call this per epoch or
     every few iterations, not on every iteration.
     """
-    if type(value) is not float:
-        converted = _to_host([value], move_large=False)
-        if converted is not None:
-            value = converted[0]
-    return _host_scalars(value)
+    return scalars_of((value,))[0]
 
 
 def scalars_of(outputs: Sequence[Any]) -> list[dict[str, float]]:
