@@ -12,7 +12,7 @@ export PIP_CONSTRAINT := $(abspath constraints.txt)
 BUILD_CONSTRAINT := --build-constraint $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test bench visdom clean
+.PHONY: install run test bench visdom wheels clean
 
 install: $(STAMP)
 
@@ -43,5 +43,10 @@ bench: $(STAMP)
 visdom: $(STAMP)
 	$(PY) -c "import sys; from visdom.server.run_server import main; sys.argv = ['visdom', '-port', '8097', '--hostname', '127.0.0.1', '-bind_local']; main()"
 
+# Wheels of ignite-trainer and every plugin in .whl/, for benchmarks/device_check.sh on a GPU machine.
+wheels: $(STAMP)
+	rm -rf .whl
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w .whl . $(PLUGINS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs checkpoints
+	rm -rf $(VENV) build *.egg-info runs checkpoints .whl
