@@ -28,10 +28,11 @@ $(STAMP): $(PY) setup.cfg constraints.txt requirements-dev.txt $(addsuffix setup
 run: $(STAMP)
 	$(PY) examples/digits.py
 
+# First the GPU benchmark's tiny CPU run (a few seconds), so that it cannot rot unnoticed; pytest
+# last, so that its summary closes the output.
 test: $(STAMP)
+	$(PY) benchmarks/gpu.py --smoke > /dev/null
 	$(PY) -m pytest -q
-	# The GPU benchmark's tiny CPU run (a few seconds), so that it cannot rot unnoticed.
-	$(PY) benchmarks/gpu.py --smoke
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
