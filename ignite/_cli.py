@@ -7,30 +7,54 @@ import json
 import sys
 
 from . import __version__, _plugins
+from ._config import ProjectConfig
 
 
 def _plugins_command(as_json: bool) -> int:
     try:
-        # Loaded and registered as a Trainer does, so that "active" means a Trainer accepts it.
-        records = _plugins.load_plugins(None)
-    except _plugins.PluginError as error:  # the environment itself is wrong (a bad variable)
+        config = _plugins.project_config()
+        unmet = _plugins.required_error(config)
+    except _plugins.PluginError as error:  # the project file itself is wrong
         print(f"ignite plugins: error: {error}", file=sys.stderr)
         return 2
+    try:
+        # Loaded and registered as a Trainer does, so that "active" means a Trainer accepts it.
+        records = _plugins.load_plugins(None, config=config, check_required=False)
+    except _plugins.PluginError as error:  # the environment or the project file is wrong
+        for problem in (error, unmet):
+            if problem is not None:
+                print(f"ignite plugins: error: {problem}", file=sys.stderr)
+        return 2
     if as_json:
-        json.dump([record.as_dict() for record in records], sys.stdout, indent=2)
+        # A TOML date or time is no JSON value: it is written as its repr.
+        json.dump([record.as_dict() for record in records], sys.stdout, indent=2, default=repr)
         sys.stdout.write("\n")
-        return 0
+    else:
+        _print_listing(config, records)
+    # Printed after the listing, so that what is installed is in view; the exit status serves CI checks.
+    if unmet is not None:
+        print(f"ignite plugins: error: {unmet}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_listing(config: ProjectConfig, records: list[_plugins.PluginRecord]) -> None:
+    if config.path is not None:
+        print(f"Configuration: {config.where()} ({config.found_by})")
+    else:
+        print(f"Configuration: {config.found_by}")
     if not records:
         print(f"No plugins installed (entry-point group {_plugins.ENTRY_POINT_GROUP!r}).")
-        return 0
+        return
     for record in records:
         status = record.status if not record.reason else f"{record.status}: {record.reason}"
         print(f"{record.name}  ({record.origin}, {record.entry_point})")
         print(f"    status: {status}")
         if record.error is not None:
             print(f"    error:  {record.error}")
+        if record.options:
+            print(f"    options: {', '.join(f'{key}={value!r}' for key, value in record.options.items())}")
         print(f"    hooks:  {', '.join(record.hooks()) or '-'}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ignite", description="Ignite training loop tools.")
     parser.add_argument("--version", action="version", version=f"ignite-trainer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("plugins", help="list every installed plugin, its status and hooks")
+    listing = commands.add_parser(
+        "plugins", help="name the project file used; list every installed plugin, its status, options and hooks"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     arguments = parser.parse_args(argv)
     return _plugins_command(arguments.json)

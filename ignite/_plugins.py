@@ -7,16 +7,17 @@ import inspect
 import logging
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import Distribution, EntryPoint, PackageNotFoundError, distribution, entry_points
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import _config, hookspecs
+from ._config import ProjectConfig
 from .events import TrainingEvents
-
-from importlib.metadata import EntryPoint, entry_points
 
 __all__ = ["PluginError", "PluginInactive", "PluginRecord"]
 
@@ -25,6 +26,9 @@ logger = logging.getLogger("ignite")
 ENTRY_POINT_GROUP = "ignite.plugins"
 DISABLE_AUTOLOAD_ENV = "IGNITE_DISABLE_PLUGIN_AUTOLOAD"
 DISABLE_PLUGINS_ENV = "IGNITE_DISABLE_PLUGINS"
+CORE_DISTRIBUTION = "ignite-trainer"
+# A Requires-Dist line on the core, told apart cheaply so that packaging parses only those.
+_CORE_REQUIREMENT = re.compile(r"\s*ignite[-_.]+trainer(?![-_.\w])", re.IGNORECASE)
 HOOK_NAMES = frozenset(event.hook_name for event in TrainingEvents)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -52,6 +56,8 @@ class PluginRecord:
     reason: str = ""
     plugin: Any = field(default=None, repr=False)
     error: BaseException | None = field(default=None, repr=False)
+    #: The options it was loaded with: the project file's, merged under plugins='s.
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def origin(self) -> str:
@@ -77,6 +83,7 @@ class PluginRecord:
             "reason": self.reason,
             "error": str(self.error) if self.error is not None else None,
             "hooks": self.hooks(),
+            "options": dict(self.options),
         }
 
 
@@ -139,14 +146,19 @@ def _env_flag(variable: str) -> bool:
     )
 
 
-def _warn_unmatched_blocks(blocked: set[str], installed: list[str]) -> None:
-    """Warn about names in IGNITE_DISABLE_PLUGINS that block nothing (a typo blocks nothing)."""
+def _warn_unmatched_blocks(blocked: set[str], installed: list[str], source: str = DISABLE_PLUGINS_ENV) -> None:
+    """Warn about names in IGNITE_DISABLE_PLUGINS (or the file's ``disable_plugins``, the
+    ``source``) that block nothing: a typo blocks nothing, a plugin not installed here needs no block."""
     for name in sorted(blocked.difference(installed)):
         parts = [part for part in re.split(r"[;:|\s]+", name) if part]
-        separator = f" Separate names with commas: {DISABLE_PLUGINS_ENV}={','.join(parts)}." if len(parts) > 1 else ""
+        separator = (
+            f" Separate names with commas: {DISABLE_PLUGINS_ENV}={','.join(parts)}."
+            if len(parts) > 1 and source == DISABLE_PLUGINS_ENV
+            else ""
+        )
         logger.warning(
             "%s names %r, which is no installed plugin: it blocks nothing.%s%s",
-            DISABLE_PLUGINS_ENV,
+            source,
             name,
             separator,
             _names_hint(name, installed),
@@ -170,38 +182,152 @@ def _check_options(options: Any) -> dict[str, Any]:
     return dict(options)
 
 
+def project_config() -> ProjectConfig:
+    """The project file's configuration (see :mod:`ignite._config`); its mistakes raise a
+    :class:`PluginError` naming the file, the key and the fix."""
+    try:
+        return _config.load_config()
+    except _config.ConfigError as error:
+        raise PluginError(str(error)) from error.__cause__
+
+
 def load_plugins(
     options: Any,
     manager: pluggy.PluginManager | None = None,
     *,
+    config: ProjectConfig | None = None,
+    check_required: bool = True,
     registered_names: frozenset[str] = frozenset(),
 ) -> list[PluginRecord]:
     """Find every installed plugin; load, configure and register it into ``manager`` (a fresh
-    one when None, as ``ignite plugins`` does), or skip it, as ``options`` and the environment
-    say. Failures, registration refusals included, are returned as records with status
-    ``failed`` and an error: a Trainer raises it, a listing shows it.
+    one when None, as ``ignite plugins`` does), or skip it, as ``options``, the project file
+    (``config``; found from the working directory when None) and the environment say.
+    Failures, registration refusals included, are returned as records with status ``failed``
+    and an error: a Trainer raises it, a listing shows it.
 
-    ``options`` is ``Trainer(plugins=...)``: name -> dict of options, True or False. A name
-    that is neither installed nor in ``registered_names``, or a bad
-    ``IGNITE_DISABLE_PLUGIN_AUTOLOAD`` value, raises :class:`PluginError`.
+    ``options`` is ``Trainer(plugins=...)``: name -> dict of options, True or False; it
+    overrides the file plugin by plugin, and the environment variables override both. A name
+    that is neither installed nor in ``registered_names`` (in ``options`` or the file), a
+    mistake in the file, a bad ``IGNITE_DISABLE_PLUGIN_AUTOLOAD`` value or, with
+    ``check_required``, a ``required_plugins`` entry not met raises :class:`PluginError`.
     """
     options = _check_options(options)
+    config = config if config is not None else project_config()
     installed = _installed_entry_points()
     names = sorted(installed)
     unknown = [name for name in options if name not in installed and name not in registered_names]
     if unknown:
         raise PluginError(f"plugins= names an unknown plugin {unknown[0]!r}." + _names_hint(unknown[0], names))
-    autoload = not _env_flag(DISABLE_AUTOLOAD_ENV)
+    if check_required:  # first: a missing plugin's options would be reported as unknown
+        error = required_error(config, installed)
+        if error is not None:
+            raise error
+    # Options for a plugin that is not here would be lost silently; a block of one is harmless.
+    unknown = [name for name in config.plugins if name not in installed and name not in registered_names]
+    if unknown:
+        raise PluginError(
+            f"{config.plugin_table(unknown[0])} names no installed plugin.{_names_hint(unknown[0], names)} "
+            f"Fix the name, install the plugin (and list its distribution in {config.prefix}required_plugins), "
+            "or remove the table."
+        )
+    autoload, autoload_off = _autoload(config)
     blocked = _env_names(DISABLE_PLUGINS_ENV)
     _warn_unmatched_blocks(blocked, names)
+    file_blocked = set(config.disable_plugins)
+    _warn_unmatched_blocks(file_blocked, names, f"{config.prefix}disable_plugins in {config.path}")
     manager = manager if manager is not None else new_plugin_manager()
     records = []
     for name, claimants in installed.items():
-        record = _load_one(name, claimants, options.get(name), blocked, autoload)
+        record = _record(name, claimants[0])
+        code, from_file = options.get(name), config.plugins.get(name)
+        reason = _disabled_reason(name, code, from_file is not None, blocked, file_blocked, autoload, autoload_off, config)
+        if reason is not None:
+            record.status, record.reason = "disabled", reason
+        else:
+            record.options = {**(from_file or {}), **(code if isinstance(code, Mapping) else {})}
+            file_keys = frozenset(from_file or ()) - frozenset(code if isinstance(code, Mapping) else ())
+            _load_one(record, claimants, file_keys, config.plugin_table(name) if file_keys else "")
         if record.status == "active":
             _register_or_fail(manager, record)
         records.append(record)
     return records
+
+
+def _autoload(config: ProjectConfig) -> tuple[bool, str]:
+    """Whether to load plugins that nobody names, and who turned that off: the environment
+    variable when it is set (it wins over the file), else the file's ``autoload``."""
+    if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip():
+        return not _env_flag(DISABLE_AUTOLOAD_ENV), f"{DISABLE_AUTOLOAD_ENV}={os.environ[DISABLE_AUTOLOAD_ENV]}"
+    if config.autoload is False:
+        return False, f"{config.prefix}autoload = false in {config.path}"
+    return True, ""
+
+
+def _disabled_reason(
+    name: str,
+    code: Any,
+    in_file: bool,
+    blocked: set[str],
+    file_blocked: set[str],
+    autoload: bool,
+    autoload_off: str,
+    config: ProjectConfig,
+) -> str | None:
+    """Why the plugin ``name`` is not loaded, or None. Decided before import: the code of a
+    disabled plugin never runs."""
+    if code is False:
+        return f"plugins={{{name!r}: False}}"
+    if name in blocked:
+        return f"{DISABLE_PLUGINS_ENV} names it"
+    if name in file_blocked and code is None:  # plugins= names it: code overrides the file
+        return f"{config.prefix}disable_plugins in {config.path} names it"
+    if not autoload and code is None and not in_file:
+        return f"{autoload_off} and neither plugins= nor the project file names it"
+    return None
+
+
+def required_error(config: ProjectConfig, installed: Mapping[str, list[EntryPoint]] | None = None) -> PluginError | None:
+    """The error listing every ``required_plugins`` entry of ``config`` that is not installed
+    or not at a matching version, with the pip command that fixes it; None when all are met."""
+    if not config.required_plugins:
+        return None
+    from packaging.requirements import InvalidRequirement, Requirement  # only a file with required_plugins pays its import
+
+    installed = installed if installed is not None else _installed_entry_points()
+    # required_plugins takes distributions; a plugin name written there gets its distribution named.
+    plugin_dists = {name: _record(name, claimants[0]).distribution for name, claimants in installed.items()}
+    unmet: list[str] = []
+    fixes: list[str] = []
+    for text in config.required_plugins:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as error:
+            raise PluginError(
+                f"{config.where('required_plugins')}: {text!r} is not a requirement ({error}). "
+                "Write a distribution name with an optional version, e.g. \"ignite-checkpoint>=0.1\"."
+            ) from None
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # not for this platform or Python
+        try:
+            version = distribution(requirement.name).version
+        except PackageNotFoundError:
+            if requirement.name in plugin_dists:  # pip would install something else, or nothing
+                dist = plugin_dists[requirement.name]
+                unmet.append(f"  {text}: no distribution of that name; it is the plugin of {dist}: write \"{dist}\" instead")
+            else:
+                unmet.append(f"  {text}: not installed")
+                fixes.append(text)
+            continue
+        if not requirement.specifier.contains(version, prereleases=True):
+            unmet.append(f"  {text}: {requirement.name} {version} is installed")
+            fixes.append(text)
+    if not unmet:
+        return None
+    return PluginError(
+        f"Required plugins are missing or at the wrong version ({config.prefix}required_plugins in {config.path}):\n"
+        + "\n".join(unmet)
+        + (f"\nInstall them with: pip install {' '.join(shlex.quote(fix) for fix in fixes)}" if fixes else "")
+    )
 
 
 def _record(name: str, entry_point: EntryPoint) -> PluginRecord:
@@ -214,43 +340,82 @@ def _record(name: str, entry_point: EntryPoint) -> PluginRecord:
     )
 
 
-def _load_one(name: str, claimants: list[EntryPoint], option: Any, blocked: set[str], autoload: bool) -> PluginRecord:
-    entry_point = claimants[0]
-    record = _record(name, entry_point)
-    # Blocked plugins are decided on before import: their code never runs.
-    if option is False:
-        record.status, record.reason = "disabled", f"plugins={{{name!r}: False}}"
-        return record
-    if name in blocked:
-        record.status, record.reason = "disabled", f"{DISABLE_PLUGINS_ENV} names it"
-        return record
-    if not autoload and option is None:
-        record.status = "disabled"
-        record.reason = f"{DISABLE_AUTOLOAD_ENV}={os.environ[DISABLE_AUTOLOAD_ENV]} and plugins= does not name it"
-        return record
+def _load_one(record: PluginRecord, claimants: list[EntryPoint], file_keys: frozenset[str], file_table: str) -> None:
+    """Import and make the plugin of ``record`` with ``record.options``, recording the outcome."""
+    name, entry_point = record.name, claimants[0]
     if len(claimants) > 1:
         # Loading either would silently hide the other: neither is imported until one goes.
         claims = " and ".join(f"{_record(name, other).origin} (entry point {other.value!r})" for other in claimants)
-        return _failed(record, f"is claimed by {len(claimants)} distributions: {claims}", None, name_only=True)
+        _failed(record, f"is claimed by {len(claimants)} distributions: {claims}", None, name_only=True)
+        return
+    # A plugin built for another core is refused before import: its code may not even import.
+    if entry_point.dist is not None and _core_mismatch(record, entry_point.dist):
+        return
     try:
         loaded = entry_point.load()
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # SystemExit from an import is a plugin failure too
-        return _failed(record, "failed to import", error)
-    return instantiate(record, loaded, option if isinstance(option, Mapping) else {})
+        _failed(record, "failed to import", error)
+        return
+    instantiate(record, loaded, record.options, file_keys=file_keys, file_table=file_table)
 
 
-def instantiate(record: PluginRecord, loaded: Any, options: Mapping[str, Any]) -> PluginRecord:
-    """Make the plugin object: a module as it is, a class called with the options."""
+def _core_mismatch(record: PluginRecord, dist: Distribution) -> bool:
+    """Whether ``dist`` declares a requirement on ignite-trainer that the running core does not
+    meet; if so, ``record`` is marked failed with both versions and the fix."""
+    lines = [line for line in dist.requires or () if _CORE_REQUIREMENT.match(line)]
+    if not lines:
+        return False
+    from packaging.requirements import InvalidRequirement, Requirement  # only plugins that declare one pay its import
+
+    from . import __version__
+
+    for line in lines:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as error:
+            _failed(record, f"declares an unreadable requirement {line!r} in its metadata ({error})", None)
+            return True
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if not requirement.specifier.contains(__version__, prereleases=True):
+            wanted = f"{CORE_DISTRIBUTION}{requirement.specifier}"
+            _failed(
+                record,
+                f"requires {wanted}, but the running {CORE_DISTRIBUTION} is {__version__}",
+                None,
+                remedy=(
+                    f"Install a release of {record.distribution} made for {CORE_DISTRIBUTION} {__version__} "
+                    f"(pip install --upgrade {record.distribution}) or the core it was made for "
+                    f"(pip install {shlex.quote(wanted)}), or disable it"
+                ),
+            )
+            return True
+    return False
+
+
+def instantiate(
+    record: PluginRecord,
+    loaded: Any,
+    options: Mapping[str, Any],
+    *,
+    file_keys: frozenset[str] = frozenset(),
+    file_table: str = "",
+) -> PluginRecord:
+    """Make the plugin object: a module as it is, a class called with the options.
+    ``file_keys`` are the options that came from the project file (``file_table``), for the
+    errors to say where to fix them."""
+    from_file = f" (options set in {file_table})" if file_keys else ""
     if not isinstance(loaded, type):
         if options:
-            return _failed(record, "takes no options (it is a module, not a class)", None)
+            return _failed(record, f"takes no options (it is a module, not a class){from_file}", None)
         record.plugin = loaded
         return record
     unknown_option = _unknown_option(loaded, options)
     if unknown_option is not None:
-        return _failed(record, unknown_option, None)
+        option, problem = unknown_option
+        return _failed(record, problem + (f" (set in {file_table})" if option in file_keys else ""), None)
     try:
         record.plugin = loaded(**options)
     except PluginInactive as inactive:
@@ -258,11 +423,12 @@ def instantiate(record: PluginRecord, loaded: Any, options: Mapping[str, Any]) -
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # SystemExit from a constructor is a plugin failure too
-        return _failed(record, "failed to construct", error)
+        return _failed(record, f"failed to construct{from_file}", error)
     return record
 
 
-def _unknown_option(cls: type, options: Mapping[str, Any]) -> str | None:
+def _unknown_option(cls: type, options: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first option ``cls`` does not take and the message saying so, or None."""
     try:
         parameters = inspect.signature(cls).parameters
     except (TypeError, ValueError):  # pragma: no cover - classes implemented in C
@@ -274,25 +440,34 @@ def _unknown_option(cls: type, options: Mapping[str, Any]) -> str | None:
         if option not in accepted:
             close = difflib.get_close_matches(option, accepted, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            return f"has no option {option!r}.{hint} Its options: {', '.join(accepted) or 'none'}"
+            return option, f"has no option {option!r}.{hint} Its options: {', '.join(accepted) or 'none'}"
     return None
 
 
-def _failed(record: PluginRecord, what: str, cause: BaseException | None, *, name_only: bool = False) -> PluginRecord:
+def _failed(
+    record: PluginRecord,
+    what: str,
+    cause: BaseException | None,
+    *,
+    name_only: bool = False,
+    remedy: str | None = None,
+) -> PluginRecord:
     """Mark ``record`` failed with ``what`` (and its cause) as the reason, and give it the
-    PluginError to raise: the plugin, where it comes from, the cause and how to disable it."""
+    PluginError to raise: the plugin, where it comes from, the cause and how to fix
+    (``remedy``, default: fix or uninstall it) or disable it."""
     because = f": {type(cause).__name__}: {cause}" if cause is not None else ""
     record.status = "failed"
     record.reason = f"{what}{because}"
     where = "" if name_only else f" ({_where(record)})"
     if record.entry_point is None:  # registered in code: the caller's own object
-        remedy = "Fix the plugin's code."
+        fix = "Fix the plugin's code."
     else:
-        remedy = (
-            f"{'Uninstall one of them' if name_only else 'Fix or uninstall it'}, or disable it with "
-            f"Trainer(..., plugins={{{record.name!r}: False}}) or {DISABLE_PLUGINS_ENV}={record.name}."
+        if remedy is None:
+            remedy = "Uninstall one of them, or disable it" if name_only else "Fix or uninstall it, or disable it"
+        fix = (
+            f"{remedy} with Trainer(..., plugins={{{record.name!r}: False}}) or {DISABLE_PLUGINS_ENV}={record.name}."
         )
-    error = PluginError(f"Plugin {record.name!r}{where} {record.reason}. {remedy}")
+    error = PluginError(f"Plugin {record.name!r}{where} {record.reason}. {fix}")
     error.__cause__ = cause
     record.error = error
     return record

@@ -344,7 +344,9 @@ class Trainer:
             :attr:`validation_history`.
         plugins: options for installed plugins by name: a dict of keyword arguments, True
             (defaults) or False (disabled), e.g. ``{"early_stopping": {"patience": 3},
-            "visdom": False}``.
+            "visdom": False}``. They override the project file (``[tool.ignite]`` in
+            pyproject.toml, or ignite.toml) plugin by plugin, a dict merging over its options;
+            its ``required_plugins`` are checked here, before any plugin is imported.
         terminate_on_nan: stop cleanly, with a warning naming the iteration and the value,
             after a training output holding a NaN or an infinity. Host values (floats, CPU
             tensors, numpy, ``Decimal``) are checked at once: the run stops after that

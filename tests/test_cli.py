@@ -140,3 +140,87 @@ def test_environment_mistakes_are_reported_by_the_listing(make_distribution):
     assert typo.returncode == 0
     assert "IGNITE_DISABLE_PLUGINS names 'god', which is no installed plugin: it blocks nothing. Did you mean 'good'?" in typo.stderr
     assert "good  (ignite-good 1.0, good_mod:Plugin)\n    status: active\n" in typo.stdout
+
+
+# -- the project file and the core version in the listing ------------------------------------
+
+OPTIONS = """
+    from ignite import hookimpl
+
+    class Plugin:
+        def __init__(self, step: int = 1, label: str = "default"):
+            pass
+
+        @hookimpl
+        def ignite_epoch_completed(self, trainer):
+            pass
+"""
+
+
+def run_cli_in(folder: Path, site: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m ignite plugins *arguments`` run from ``folder``, with no IGNITE_CONFIG from outside."""
+    path = os.pathsep.join(part for part in (str(site), os.environ.get("PYTHONPATH", "")) if part)
+    environment = {key: value for key, value in os.environ.items() if key != "IGNITE_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "ignite", "plugins", *arguments],
+        env={**environment, "PYTHONPATH": path, **env},
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_listing_names_the_project_file_and_the_effective_options(make_distribution, tmp_path):
+    site = make_distribution("ignite-opts", "1.0", {"opts": "opts_mod:Plugin"}, "opts_mod", OPTIONS).parent
+    make_distribution("ignite-good", "1.0", {"good": "good_mod:Plugin"}, "good_mod", GOOD)
+    config = tmp_path / "project" / "pyproject.toml"
+    config.parent.mkdir()
+    config.write_text('[tool.ignite]\ndisable_plugins = ["good"]\n[tool.ignite.plugins.opts]\nstep = 5\nlabel = "exp1"\n')
+    nested = tmp_path / "project" / "src" / "pkg"
+    nested.mkdir(parents=True)
+    result = run_cli_in(nested, site)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Configuration: {config} [tool.ignite] (found upward from {nested})\n")
+    assert "opts  (ignite-opts 1.0, opts_mod:Plugin)\n    status: active\n    options: step=5, label='exp1'\n" in result.stdout
+    assert f"good  (ignite-good 1.0, good_mod:Plugin)\n    status: disabled: tool.ignite.disable_plugins in {config} names it\n" in result.stdout
+    records = {r["name"]: r for r in json.loads(run_cli_in(nested, site, "--json").stdout)}
+    assert records["opts"]["options"] == {"step": 5, "label": "exp1"} and records["good"]["options"] == {}
+    ignored = run_cli_in(nested, site, IGNITE_CONFIG="none")
+    assert ignored.stdout.startswith("Configuration: none (IGNITE_CONFIG=none)\n")
+    assert "good  (ignite-good 1.0, good_mod:Plugin)\n    status: active\n" in ignored.stdout
+
+
+def test_unmet_required_plugins_are_listed_after_the_plugins_with_exit_status_1(make_distribution, tmp_path):
+    site = make_distribution("ignite-good", "1.0", {"good": "good_mod:Plugin"}, "good_mod", GOOD).parent
+    (tmp_path / "ignite.toml").write_text('required_plugins = ["ignite-good>=2", "ignite-good<3"]\n')
+    for arguments in ((), ("--json",)):
+        result = run_cli_in(tmp_path, site, *arguments)
+        assert result.returncode == 1
+        assert "good" in result.stdout
+        assert result.stderr == (
+            f"ignite plugins: error: Required plugins are missing or at the wrong version (required_plugins in {tmp_path / 'ignite.toml'}):\n"
+            "  ignite-good>=2: ignite-good 1.0 is installed\n"
+            "Install them with: pip install 'ignite-good>=2'\n"
+        )
+
+
+def test_a_mistake_in_the_project_file_is_an_error_of_the_listing(make_distribution, tmp_path):
+    site = make_distribution("ignite-good", "1.0", {"good": "good_mod:Plugin"}, "good_mod", GOOD).parent
+    (tmp_path / "ignite.toml").write_text("[plugins.god]\n")
+    result = run_cli_in(tmp_path, site)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(
+        f"ignite plugins: error: [plugins.god] in {tmp_path / 'ignite.toml'} names no installed plugin. Did you mean 'good'?"
+    )
+
+
+def test_a_plugin_made_for_another_core_is_listed_as_failed(make_distribution, tmp_path):
+    info = make_distribution("ignite-future", "3.0", {"future": "future_mod:Plugin"}, "future_mod", GOOD)
+    (info / "METADATA").write_text((info / "METADATA").read_text() + "Requires-Dist: ignite-trainer>=0.2,<0.3\n")
+    result = run_cli_in(tmp_path, info.parent, "--json")
+    assert result.returncode == 0, result.stderr
+    (record,) = [r for r in json.loads(result.stdout) if r["name"] == "future"]
+    assert record["status"] == "failed" and record["hooks"] == []
+    assert record["reason"] == "requires ignite-trainer<0.3,>=0.2, but the running ignite-trainer is 0.1.0"
+    assert "pip install 'ignite-trainer<0.3,>=0.2'" in record["error"]

@@ -125,6 +125,7 @@ def test_cli_json_reports_statuses(installed_site):
         "reason": "IGNITE_DISABLE_PLUGINS names it",
         "error": None,
         "hooks": [],
+        "options": {},
     }
 
 
