@@ -1,9 +1,8 @@
-"""Core tests see only the plugins they create: the standard plugins installed in the venv are
-blocked by name (before import) for every core test."""
+"""Core tests see only the plugins they install: every plugin installed before a test is
+blocked by name (before import), with autoload on. The fixtures come from ignite.pytest_plugin."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -11,39 +10,34 @@ from typing import Callable
 import pytest
 
 from ignite import TrainingEvents
-from ignite._plugins import installed_plugin_names
-
-_INSTALLED_AT_START = installed_plugin_names()
+from ignite.pytest_plugin import IgniteAutoload, IgniteInstall
 
 
 @pytest.fixture(autouse=True)
-def _only_test_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", ",".join(_INSTALLED_AT_START))
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+def _only_test_plugins(ignite_autoload: IgniteAutoload) -> None:
+    ignite_autoload()
 
 
 @pytest.fixture
-def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
-    """Write an installed-looking distribution (a .dist-info with entry points and a module)
-    into a folder on sys.path, as pip would have left it."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    made: list[str] = []
+def make_distribution(tmp_path: Path, ignite_install: IgniteInstall) -> Callable[..., Path]:
+    """Write a distribution's source (setup.cfg with its entry points, one module) and install it
+    with pip into a scratch site (``ignite_install``); returns its .dist-info folder."""
 
     def make(dist: str, version: str, entry_points: dict[str, str], module: str, source: str) -> Path:
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-        (info / "entry_points.txt").write_text(f"[ignite.plugins]\n{lines}\n")
-        made.append(module)
+        folder = tmp_path / "sources" / dist
+        folder.mkdir(parents=True)
+        (folder / f"{module}.py").write_text(textwrap.dedent(source))
+        lines = "".join(f"\n    {name} = {target}" for name, target in entry_points.items())
+        (folder / "setup.cfg").write_text(
+            f"[metadata]\nname = {dist}\nversion = {version}\n\n[options]\npy_modules = {module}\n\n"
+            f"[options.entry_points]\nignite.plugins ={lines}\n"
+        )
+        (folder / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+        site = ignite_install(folder)
+        (info,) = site.glob(f"{dist.replace('-', '_')}-{version}.dist-info")
         return info
 
-    yield make
-    for module in made:
-        sys.modules.pop(module, None)
+    return make
 
 
 @pytest.fixture

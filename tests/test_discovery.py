@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ignite.pytest_plugin import IgniteInstall
+
 TRAIN_SCRIPT = """
     import json, sys
     from ignite import Trainer
@@ -21,9 +23,11 @@ TRAIN_SCRIPT = """
 """
 
 
-@pytest.fixture(scope="module")
-def installed_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = tmp_path_factory.mktemp("source")
+@pytest.fixture
+def installed_site(tmp_path: Path, ignite_install: IgniteInstall) -> Path:
+    """Built and installed by pip once per session (ignite_install reuses the site of the same source)."""
+    source = tmp_path / "source"
+    source.mkdir()
     (source / "setup.cfg").write_text(
         textwrap.dedent(
             """
@@ -58,11 +62,7 @@ def installed_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             """
         )
     )
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
-        check=True,
-    )
+    site = ignite_install(source)
     assert (site / "ignite_epoch_file-0.3.1.dist-info" / "entry_points.txt").exists()
     return site
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 
 import pytest
 
 from ignite import PluginError, Trainer, TrainingEvents, hookimpl
-from ignite._plugins import installed_plugin_names
 
 COUNTING_PLUGIN = """
     from ignite import hookimpl
@@ -390,7 +390,7 @@ def test_disable_plugins_names_that_match_nothing_are_warned_about_with_close_ma
         t = trainer()
     assert list(t.plugins) == ["counting"]  # the typo blocked nothing; "visual" alone did
     messages = sorted(record.getMessage() for record in caplog.records if record.name == "ignite")
-    installed = ", ".join(installed_plugin_names())
+    installed = ", ".join(sorted({entry_point.name for entry_point in entry_points(group="ignite.plugins")}))
     assert messages == [
         "IGNITE_DISABLE_PLUGINS names 'countng', which is no installed plugin: it blocks nothing. "
         f"Did you mean 'counting'? Installed plugins: {installed}.",

@@ -8,7 +8,6 @@ import glob
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from ignite import PluginInactive, Trainer
+from ignite.pytest_plugin import IgniteInstall, IgniteTrainer
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 DIGITS = EXAMPLES / "digits.py"
@@ -184,16 +184,8 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def test_custom_plugin_installs_as_a_distribution_and_writes_rows(tmp_path: Path) -> None:
-    source = tmp_path / "custom_plugin"
-    # Build from a copy: the build must not leave build/ or egg-info in the repository.
-    shutil.copytree(CUSTOM_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(site), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def test_custom_plugin_installs_as_a_distribution_and_writes_rows(tmp_path: Path, ignite_install: IgniteInstall) -> None:
+    site = ignite_install(CUSTOM_PLUGIN)
     assert list(site.glob("ignite_csv_logger-0.1.0.dist-info"))
     log = tmp_path / "log.csv"
     plugins = {"csv_logger": {"path": str(log), "optimizer": "@optimizer"}, "checkpoint": False, "tensorboard": False}
@@ -220,10 +212,9 @@ def csv_logger_class() -> type:
     return module.CSVLogger
 
 
-def tiny_trainer(monkeypatch: pytest.MonkeyPatch) -> Trainer:
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
+def tiny_trainer(ignite_trainer: IgniteTrainer) -> Trainer:
     data = [torch.tensor(float(i)) for i in range(3)]
-    return Trainer(
+    return ignite_trainer(
         data, lambda batch: float(batch), validation_data=data[:2], validation_update_function=lambda batch: (1.0, 2.0)
     )
 
@@ -236,10 +227,10 @@ def test_csv_logger_is_inactive_without_a_path(csv_logger_class: type) -> None:
 
 
 def test_csv_logger_keeps_done_epochs_when_a_run_continues(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, csv_logger_class: type
+    tmp_path: Path, ignite_trainer: IgniteTrainer, csv_logger_class: type
 ) -> None:
     path = tmp_path / "log.csv"
-    trainer = tiny_trainer(monkeypatch)
+    trainer = tiny_trainer(ignite_trainer)
     plugin = trainer.register_plugin(csv_logger_class(path=path), name="csv_logger")
     trainer.run(2)
     state_after_2 = trainer.state_dict()
@@ -251,7 +242,7 @@ def test_csv_logger_keeps_done_epochs_when_a_run_continues(
     assert plugin.state_dict() == {"columns": list(rows[0])}
 
     # A trainer resumed from the state after epoch 2 drops the row written after it, then appends.
-    resumed = tiny_trainer(monkeypatch)
+    resumed = tiny_trainer(ignite_trainer)
     resumed.register_plugin(csv_logger_class(path=path), name="csv_logger")
     resumed.load_state_dict(state_after_2)
     resumed.run(4)
@@ -259,7 +250,7 @@ def test_csv_logger_keeps_done_epochs_when_a_run_continues(
     assert [row["iteration"] for row in read_rows(path)] == ["3", "6", "9", "12"]
 
     # A new run starts the file afresh.
-    fresh = tiny_trainer(monkeypatch)
+    fresh = tiny_trainer(ignite_trainer)
     fresh.register_plugin(csv_logger_class(path=path), name="csv_logger")
     fresh.run(1)
     assert [row["epoch"] for row in read_rows(path)] == ["1"]

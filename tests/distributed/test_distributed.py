@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ignite._plugins import installed_plugin_names
 from ignite.testing import GLOO_TEARDOWN_ABORT
 
 pytestmark = pytest.mark.skipif(
@@ -34,7 +34,7 @@ WORKER = Path(__file__).parent / "scripts" / "ddp_worker.py"
 TIMEOUT = 120  # seconds for one launch: a hang fails the test instead of blocking CI
 RANKS = (0, 1)
 BATCHES_PER_EPOCH = 8  # as in the worker: 64 samples over 2 ranks in batches of 4
-INSTALLED = set(installed_plugin_names())
+INSTALLED = {entry_point.name for entry_point in entry_points(group="ignite.plugins")}
 
 
 def _free_port() -> int:

@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 import numpy
+import pluggy
 import pytest
 import torch
 
 import ignite
+import ignite.hookspecs
 from ignite import History, PluginError, Trainer, TrainingEvents
 from ignite.serialization import NotLoadableError
 from ignite.testing import is_gloo_teardown_abort, run_ranks
@@ -396,11 +398,6 @@ def test_two_ranks_only_rank_0_writes_and_both_resume_bit_for_bit(tmp_path, runs
 # -- in-process tests: files, options, pruning ----------------------------------------------
 
 
-@pytest.fixture
-def only_checkpoint(monkeypatch):
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
-
-
 def small_run(folder, interrupt_at=None, **options):
     """A tiny in-process training with the checkpoint plugin; returns (trainer, model, optimizer).
     With ``interrupt_at``, the update of that iteration raises KeyboardInterrupt after
@@ -428,7 +425,7 @@ def small_run(folder, interrupt_at=None, **options):
     return trainer, model, optimizer
 
 
-def test_interrupt_inside_an_update_saves_the_previous_iteration_with_a_warning(tmp_path, only_checkpoint, caplog):
+def test_interrupt_inside_an_update_saves_the_previous_iteration_with_a_warning(tmp_path, ignite_isolated, caplog):
     # Inside iteration 6's update (before optimizer.step()): saved as after iteration 5.
     trainer, _, _ = small_run(tmp_path / "b", interrupt_at=6, keep=None)
     with pytest.raises(KeyboardInterrupt):
@@ -464,7 +461,7 @@ class RunsCode:
         return (os.mkdir, (self.path,))
 
 
-def test_interrupt_before_any_new_iteration_keeps_the_checkpoint_it_resumed_from(tmp_path, only_checkpoint, caplog):
+def test_interrupt_before_any_new_iteration_keeps_the_checkpoint_it_resumed_from(tmp_path, ignite_isolated, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     folder = tmp_path / "ckpt"
     trainer, _, _ = small_run(folder, every_iterations=3, every_epochs=None)
@@ -486,7 +483,7 @@ def test_interrupt_before_any_new_iteration_keeps_the_checkpoint_it_resumed_from
         caplog.clear()
 
 
-def test_corrupt_and_foreign_files_are_refused_by_name_and_resume_skips_them(tmp_path, only_checkpoint, caplog):
+def test_corrupt_and_foreign_files_are_refused_by_name_and_resume_skips_them(tmp_path, ignite_isolated, caplog):
     folder = tmp_path / "ckpt"
     trainer, model, _ = small_run(folder, keep=None)
     trainer.run(2)
@@ -536,7 +533,7 @@ def test_corrupt_and_foreign_files_are_refused_by_name_and_resume_skips_them(tmp
     assert not executed.exists()
 
 
-def test_keep_prunes_to_the_newest_k_of_this_run_and_leaves_other_files_alone(tmp_path, only_checkpoint, caplog):
+def test_keep_prunes_to_the_newest_k_of_this_run_and_leaves_other_files_alone(tmp_path, ignite_isolated, caplog):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
@@ -554,7 +551,7 @@ def test_keep_prunes_to_the_newest_k_of_this_run_and_leaves_other_files_alone(tm
     assert load_checkpoint(folder / "checkpoint_e0003_i00000012.pt")["trainer"]["position"] is None
 
 
-def test_resume_continues_the_pruning_of_the_run_it_continues(tmp_path, only_checkpoint):
+def test_resume_continues_the_pruning_of_the_run_it_continues(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     small_run(folder, keep=2)[0].run(3)
     assert len(list_checkpoints(folder)) == 2
@@ -565,7 +562,7 @@ def test_resume_continues_the_pruning_of_the_run_it_continues(tmp_path, only_che
     ]
 
 
-def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, only_checkpoint, monkeypatch):
+def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, ignite_isolated, monkeypatch):
     import ignite_checkpoint
 
     folder = tmp_path / "ckpt"
@@ -585,7 +582,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file
     assert load_checkpoint(folder / "checkpoint_e0001_i00000002.pt")["trainer"]["current_iteration"] == 2
 
 
-def test_resume_without_checkpoints_starts_from_scratch_and_happens_once_per_trainer(tmp_path, only_checkpoint, caplog):
+def test_resume_without_checkpoints_starts_from_scratch_and_happens_once_per_trainer(tmp_path, ignite_isolated, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     folder = tmp_path / "new"
     trainer, _, _ = small_run(folder, resume=True, every_iterations=3)
@@ -597,7 +594,7 @@ def test_resume_without_checkpoints_starts_from_scratch_and_happens_once_per_tra
     assert trainer.current_iteration == 12 and len(trainer.training_history) == 12
 
 
-def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_error(tmp_path, only_checkpoint):
+def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_error(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     trainer, model, _ = small_run(folder, objects=None)
     trainer.run(1)
@@ -612,7 +609,7 @@ def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_e
         trainer.run(2)
 
 
-def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, only_checkpoint, caplog):
+def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, ignite_isolated, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     trainer = Trainer([1, 2], lambda batch: 0.0, plugins={"checkpoint": {}})
     assert "checkpoint" not in trainer.plugins
@@ -622,11 +619,8 @@ def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_pat
         Checkpoint()
 
 
-def test_autoload_with_default_options_finds_the_plugin_inactive(monkeypatch, caplog):
-    assert "checkpoint" in INSTALLED
-    others = sorted(INSTALLED - {"checkpoint"})
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", ",".join(others))
+def test_autoload_with_default_options_finds_the_plugin_inactive(ignite_autoload, caplog):
+    ignite_autoload("checkpoint")
     caplog.set_level(logging.INFO, logger="ignite")
     Trainer([1, 2], lambda batch: 0.0).run(1)
     assert "Plugin checkpoint (ignite-checkpoint 0.1.0) is inactive: no folder to write to" in caplog.text
@@ -654,7 +648,7 @@ def test_bad_options_are_clear_errors(tmp_path, options, error, message):
         Checkpoint(**{"dirname": str(tmp_path), **options})
 
 
-def test_bad_options_through_the_trainer_name_the_plugin(tmp_path, only_checkpoint):
+def test_bad_options_through_the_trainer_name_the_plugin(tmp_path, ignite_isolated):
     with pytest.raises(PluginError, match=r"'checkpoint'.*every_iterations must be at least 1"):
         Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path), "every_iterations": -1}})
     with pytest.raises(PluginError, match=r"has no option 'every_iteration'. Did you mean 'every_iterations'"):
@@ -676,7 +670,7 @@ class LiveState:
 
 @pytest.mark.parametrize("background", [False, True])
 def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_writer_thread(
-    tmp_path, only_checkpoint, monkeypatch, background
+    tmp_path, ignite_isolated, monkeypatch, background
 ):
     import ignite_checkpoint
 
@@ -728,7 +722,7 @@ def test_a_checkpoint_holds_the_moment_of_save_though_written_later_on_the_write
     assert torch.equal(saved["objects"]["live"]["tensor"], torch.zeros(3))
 
 
-def test_with_background_serialization_torch_save_runs_on_the_writer_thread_only(tmp_path, only_checkpoint, monkeypatch):
+def test_with_background_serialization_torch_save_runs_on_the_writer_thread_only(tmp_path, ignite_isolated, monkeypatch):
     calls: list[str] = []
     real_save = torch.save
 
@@ -748,7 +742,7 @@ def test_with_background_serialization_torch_save_runs_on_the_writer_thread_only
 
 
 def test_snapshot_buffers_are_reused_across_saves_of_the_same_shapes_and_freed_at_the_run_end(
-    tmp_path, only_checkpoint
+    tmp_path, ignite_isolated
 ):
     trainer, model, optimizer = small_run(tmp_path / "buffers", every_epochs=1, background_serialization=True)
     plugin = trainer.plugins["checkpoint"]
@@ -787,7 +781,7 @@ class Views:
         self.state = state
 
 
-def test_the_snapshot_keeps_views_sharing_their_storage_as_torch_save_would(tmp_path, only_checkpoint):
+def test_the_snapshot_keeps_views_sharing_their_storage_as_torch_save_would(tmp_path, ignite_isolated):
     views = Views()
     trainer, _, _ = small_run(tmp_path / "views", background_serialization=True, more_objects={"views": views})
     trainer.run(1)
@@ -798,7 +792,7 @@ def test_the_snapshot_keeps_views_sharing_their_storage_as_torch_save_would(tmp_
     assert saved["strided"].storage_offset() == 0 and saved["tail"].storage_offset() == 4
 
 
-def test_background_serialization_resumes_bit_for_bit(tmp_path, only_checkpoint):
+def test_background_serialization_resumes_bit_for_bit(tmp_path, ignite_isolated):
     reference, model_a, optimizer_a = small_run(tmp_path / "a", background_serialization=True)
     reference.run(3)
     first, _, _ = small_run(tmp_path / "b", background_serialization=True)
@@ -821,7 +815,8 @@ def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
         False,
         True,
     )
-    manager = ignite._plugins.new_plugin_manager()
+    manager = pluggy.PluginManager("ignite")
+    manager.add_hookspecs(ignite.hookspecs)
     manager.register(plugin, name="checkpoint")
     assert manager.hook.ignite_training_iteration_completed.get_hookimpls() == []
     assert [i.plugin_name for i in manager.hook.ignite_epoch_completed.get_hookimpls()] == ["checkpoint"]
@@ -858,7 +853,7 @@ class Stats:
         self.seen, self.scale, self.price = state["seen"], state["scale"], state["price"]
 
 
-def test_numpy_and_decimal_object_state_round_trips_through_a_resume(tmp_path, only_checkpoint, caplog):
+def test_numpy_and_decimal_object_state_round_trips_through_a_resume(tmp_path, ignite_isolated, caplog):
     folder = tmp_path / "ckpt"
     stats = Stats()
     trainer, _, _ = small_run(folder, more_objects={"stats": stats}, every_iterations=4)
@@ -884,7 +879,7 @@ class Box:
 
 @pytest.mark.parametrize(("value", "kind"), [(Point(1, 2), "Point"), (Box(2.0), "Box")])
 def test_an_object_state_that_could_never_load_fails_at_save_naming_where_and_writes_nothing(
-    tmp_path, only_checkpoint, value, kind
+    tmp_path, ignite_isolated, value, kind
 ):
     class Holder:
         def state_dict(self):
@@ -900,7 +895,7 @@ def test_an_object_state_that_could_never_load_fails_at_save_naming_where_and_wr
     assert sorted(os.listdir(folder)) == [LOCK_NAME]  # no checkpoint that resume would skip
 
 
-def test_numpy_training_values_round_trip_through_a_resume(tmp_path, only_checkpoint, caplog):
+def test_numpy_training_values_round_trip_through_a_resume(tmp_path, ignite_isolated, caplog):
     # Needs the core's Trainer.state_dict() to encode histories (issue #13).
     folder = tmp_path / "ckpt"
     first = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dirname": str(folder)}})
@@ -912,7 +907,7 @@ def test_numpy_training_values_round_trip_through_a_resume(tmp_path, only_checkp
     assert [float(v) for v in resumed.training_history] == [0.5, 1.0, 1.5] * 3
 
 
-def test_a_training_value_that_could_never_load_fails_at_save_and_writes_nothing(tmp_path, only_checkpoint):
+def test_a_training_value_that_could_never_load_fails_at_save_and_writes_nothing(tmp_path, ignite_isolated):
     # Needs the core's Trainer.state_dict() to encode histories (issue #13).
     folder = tmp_path / "ckpt"
     trainer = Trainer([1, 2, 3], lambda b: Box(b), plugins={"checkpoint": {"dirname": str(folder)}})
@@ -925,7 +920,7 @@ def snapshot_files(folder: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder)) if name != LOCK_NAME}
 
 
-def test_resume_stops_when_no_checkpoint_can_be_read_and_leaves_them_alone(tmp_path, only_checkpoint, caplog):
+def test_resume_stops_when_no_checkpoint_can_be_read_and_leaves_them_alone(tmp_path, ignite_isolated, caplog):
     folder = tmp_path / "ckpt"
     small_run(folder, keep=None)[0].run(2)
     for path in list_checkpoints(folder):  # both cut short: a disk that lost their ends
@@ -951,7 +946,7 @@ def test_resume_stops_when_no_checkpoint_can_be_read_and_leaves_them_alone(tmp_p
     assert [os.path.basename(p) for p in list_checkpoints(folder)] == ["checkpoint_e0004_i00000016.pt"]
 
 
-def test_unreadable_checkpoints_are_neither_counted_nor_deleted_by_keep(tmp_path, only_checkpoint, caplog):
+def test_unreadable_checkpoints_are_neither_counted_nor_deleted_by_keep(tmp_path, ignite_isolated, caplog):
     folder = tmp_path / "ckpt"
     small_run(folder, keep=None)[0].run(3)
     middle = folder / "checkpoint_e0002_i00000008.pt"
@@ -984,7 +979,7 @@ def flip_a_byte_of(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(bytes(content))
 
 
-def test_one_flipped_byte_in_tensor_data_is_caught_by_the_checksum(tmp_path, only_checkpoint):
+def test_one_flipped_byte_in_tensor_data_is_caught_by_the_checksum(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     small_run(folder)[0].run(1)
     path = folder / "checkpoint_e0001_i00000004.pt"
@@ -998,7 +993,7 @@ def test_one_flipped_byte_in_tensor_data_is_caught_by_the_checksum(tmp_path, onl
     assert str(path) in str(error.value)
 
 
-def test_resume_skips_a_corrupt_checkpoint_for_the_previous_good_one_and_keeps_it(tmp_path, only_checkpoint, caplog):
+def test_resume_skips_a_corrupt_checkpoint_for_the_previous_good_one_and_keeps_it(tmp_path, ignite_isolated, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     folder = tmp_path / "ckpt"
     small_run(folder, keep=None)[0].run(2)
@@ -1014,7 +1009,7 @@ def test_resume_skips_a_corrupt_checkpoint_for_the_previous_good_one_and_keeps_i
     assert load_checkpoint(folder / "checkpoint_e0003_i00000012.pt")["trainer"]["current_iteration"] == 12
 
 
-def test_a_checkpoint_stays_a_torch_file_and_older_files_without_checksum_load_unverified(tmp_path, only_checkpoint, caplog):
+def test_a_checkpoint_stays_a_torch_file_and_older_files_without_checksum_load_unverified(tmp_path, ignite_isolated, caplog):
     folder = tmp_path / "ckpt"
     small_run(folder)[0].run(1)
     path = folder / "checkpoint_e0001_i00000004.pt"
@@ -1032,7 +1027,7 @@ def test_a_checkpoint_stays_a_torch_file_and_older_files_without_checksum_load_u
 # -- issue #13, 3: one run owns a checkpoint folder ------------------------------------------
 
 
-def test_a_second_run_on_a_locked_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, only_checkpoint):
+def test_a_second_run_on_a_locked_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     config = {"dirname": str(folder), "out": str(tmp_path / "out.pt"), "max_epochs": 2, "keep": None}
     holder = start({**config, "stop": {"where": "iteration", "iteration": 6, "signal": "SIGSTOP"}})
@@ -1062,7 +1057,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_a_killed_holder_frees_it
     assert f"Resumed from {folder / 'checkpoint_e0001_i00000004.pt'}" in stderr  # the holder's last save
 
 
-def test_the_lock_is_held_for_the_run_and_released_at_its_end_or_on_an_exception(tmp_path, only_checkpoint):
+def test_the_lock_is_held_for_the_run_and_released_at_its_end_or_on_an_exception(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     refused = []
 
@@ -1133,7 +1128,7 @@ def trained_elsewhere(tmp_path: Path, model: torch.nn.Module, optimizer: torch.o
     Trainer(data, update).run(1)
 
 
-def test_a_model_of_other_shapes_is_refused_before_anything_is_restored(tmp_path, only_checkpoint):
+def test_a_model_of_other_shapes_is_refused_before_anything_is_restored(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     small_run(folder)[0].run(1)
     files = snapshot_files(folder)
@@ -1169,7 +1164,7 @@ class HalfLoads:
         raise ValueError("other must be positive")
 
 
-def test_an_object_failing_after_others_were_restored_rolls_everything_back(tmp_path, only_checkpoint):
+def test_an_object_failing_after_others_were_restored_rolls_everything_back(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     saver = HalfLoads()
     saver.value = 10
@@ -1187,7 +1182,7 @@ def test_an_object_failing_after_others_were_restored_rolls_everything_back(tmp_
     assert snapshot_files(folder) == files
 
 
-def test_a_trainer_state_of_an_unknown_format_is_refused_before_anything_is_restored(tmp_path, only_checkpoint):
+def test_a_trainer_state_of_an_unknown_format_is_refused_before_anything_is_restored(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     small_run(folder)[0].run(1)
     path = folder / "checkpoint_e0001_i00000004.pt"
@@ -1204,7 +1199,7 @@ def test_a_trainer_state_of_an_unknown_format_is_refused_before_anything_is_rest
     assert path.exists()
 
 
-def test_a_newer_checkpoint_format_is_named_as_newer_and_stops_resume(tmp_path, only_checkpoint):
+def test_a_newer_checkpoint_format_is_named_as_newer_and_stops_resume(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
     small_run(folder, keep=None)[0].run(1)
     state = load_checkpoint(folder / "checkpoint_e0001_i00000004.pt")
@@ -1230,9 +1225,9 @@ def test_a_newer_checkpoint_format_is_named_as_newer_and_stops_resume(tmp_path, 
 
 
 def _two_epochs_of_checkpoints(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A single-process run of checkpoint_ranks_worker's trainer, saved at epochs 1 and 2."""
+    """A single-process run of checkpoint_ranks_worker's trainer, saved at epochs 1 and 2
+    (the test uses ignite_isolated)."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
     from checkpoint_ranks_worker import small_trainer
 
     trainer, _ = small_trainer(str(folder), resume=False)
@@ -1245,7 +1240,7 @@ def _rank_results(folder: Path) -> list[dict]:
     return [json.loads((folder / f"result{rank}.json").read_text()) for rank in range(2)]
 
 
-def test_ranks_resume_together_from_the_newest_checkpoint_every_rank_can_read(tmp_path, monkeypatch):
+def test_ranks_resume_together_from_the_newest_checkpoint_every_rank_can_read(tmp_path, monkeypatch, ignite_isolated):
     names = _two_epochs_of_checkpoints(tmp_path / "rank0", monkeypatch)
     assert names == ["checkpoint_e0001_i00000004.pt", "checkpoint_e0002_i00000008.pt"]
     shutil.copytree(tmp_path / "rank0", tmp_path / "rank1")
@@ -1258,7 +1253,7 @@ def test_ranks_resume_together_from_the_newest_checkpoint_every_rank_can_read(tm
     assert results == [{"resumed_at": 4, "iteration": 12}] * 2
 
 
-def test_a_rank_that_sees_no_checkpoint_stops_every_rank_with_a_clear_error(tmp_path, monkeypatch):
+def test_a_rank_that_sees_no_checkpoint_stops_every_rank_with_a_clear_error(tmp_path, monkeypatch, ignite_isolated):
     _two_epochs_of_checkpoints(tmp_path / "rank0", monkeypatch)
     (tmp_path / "rank1").mkdir()
     results = _rank_results(tmp_path)

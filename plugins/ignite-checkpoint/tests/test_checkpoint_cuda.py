@@ -11,12 +11,10 @@ import torch
 from ignite import Trainer
 from ignite_checkpoint import list_checkpoints, load_checkpoint
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture(autouse=True)
-def only_checkpoint(monkeypatch):
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("ignite_isolated"),  # only the plugins a test names
+]
 
 
 def cuda_run(folder, **options):

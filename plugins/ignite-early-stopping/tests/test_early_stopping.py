@@ -17,11 +17,7 @@ from ignite_early_stopping import EarlyStopping
 from importlib.metadata import entry_points
 
 
-@pytest.fixture(autouse=True)
-def only_named_plugins(monkeypatch):
-    """Other plugins may be installed in the same environment: load only those named."""
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGINS", raising=False)
+pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
 
 class Regression:
@@ -321,14 +317,11 @@ def test_inactive_without_patience_and_says_so_once(caplog):
     assert "plugins={'early_stopping': {'patience': 3}}" in lines[0].getMessage()
 
 
-def test_autoload_picks_it_up_inactive_with_default_options(monkeypatch, caplog):
+def test_autoload_picks_it_up_inactive_with_default_options(ignite_autoload, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     installed = {ep.name: ep for ep in entry_points(group="ignite.plugins")}
     assert installed["early_stopping"].load() is EarlyStopping
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD")
-    others = sorted(set(installed) - {"early_stopping"})
-    if others:  # plugins being developed alongside: keep them out of this test
-        monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", ",".join(others))
+    ignite_autoload("early_stopping")  # plugins being developed alongside stay out of this test
     task = Regression()
     trainer = Trainer(task.training_data, task.update)
     assert "early_stopping" not in trainer.plugins

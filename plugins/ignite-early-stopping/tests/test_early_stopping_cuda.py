@@ -9,14 +9,10 @@ import torch
 
 from ignite import Trainer, TrainingEvents
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture(autouse=True)
-def only_named_plugins(monkeypatch):
-    """Other plugins may be installed in the same environment: load only those named."""
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGINS", raising=False)
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("ignite_isolated"),  # only the plugins a test names
+]
 
 
 def cuda_task(batches: int = 24):

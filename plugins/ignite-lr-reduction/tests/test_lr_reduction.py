@@ -12,17 +12,12 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 
 from ignite import PluginError, Trainer, TrainingEvents
-from ignite.testing import run_ranks
 from ignite_lr_reduction import LRReduction
 
 from importlib.metadata import entry_points
 
 
-@pytest.fixture(autouse=True)
-def only_named_plugins(monkeypatch):
-    """Other plugins may be installed in the same environment: load only those named."""
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGINS", raising=False)
+pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
 
 class Regression:
@@ -281,14 +276,11 @@ def test_inactive_without_optimizer_and_says_so_once(caplog):
     assert task.optimizer.param_groups[0]["lr"] == 0.1
 
 
-def test_autoload_picks_it_up_inactive_with_default_options(monkeypatch, caplog):
+def test_autoload_picks_it_up_inactive_with_default_options(ignite_autoload, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     installed = {ep.name: ep for ep in entry_points(group="ignite.plugins")}
     assert installed["lr_reduction"].load() is LRReduction
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD")
-    others = sorted(set(installed) - {"lr_reduction"})
-    if others:  # plugins being developed alongside: keep them out of this test
-        monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", ",".join(others))
+    ignite_autoload("lr_reduction")  # plugins being developed alongside stay out of this test
     task = Regression()
     trainer = Trainer(task.training_data, task.update)
     assert "lr_reduction" not in trainer.plugins
@@ -452,10 +444,10 @@ def test_score_function_returning_a_non_number_raises_naming_it():
         trainer.run(max_epochs=1)
 
 
-def test_distributed_ranks_step_on_the_reduced_score_and_keep_equal_rates(tmp_path):
+def test_distributed_ranks_step_on_the_reduced_score_and_keep_equal_rates(tmp_path, ignite_ranks):
     """Two real processes with a gloo process group (file rendezvous, loopback only)."""
     worker = Path(__file__).with_name("lr_reduction_distributed_worker.py")
-    run_ranks(worker, tmp_path)
+    ignite_ranks(worker)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert ranks[0]["rates"] == ranks[1]["rates"]
     assert min(ranks[0]["rates"]) < 0.1  # it did reduce

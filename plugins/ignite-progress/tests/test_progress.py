@@ -18,13 +18,9 @@ import pytest
 from ignite_progress import ProgressBar
 
 from ignite import PluginError, Trainer, TrainingEvents
-from ignite._plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, installed_plugin_names
 
 
-@pytest.fixture(autouse=True)
-def only_named_plugins(monkeypatch):
-    """Other plugins may be installed in the same environment: load only those a test names."""
-    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
 
 def screen(text: str) -> list[str]:
@@ -375,10 +371,9 @@ def run_in_pty(script: str, env: dict[str, str]) -> str:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
-def test_on_a_real_terminal_with_default_options_one_line_per_epoch_and_log_lines_apart(tmp_path):
+def test_on_a_real_terminal_with_default_options_one_line_per_epoch_and_log_lines_apart(tmp_path, ignite_autoload):
+    ignite_autoload("progress")  # autoload, with default options
     env = dict(os.environ)
-    env.pop(DISABLE_AUTOLOAD_ENV, None)  # autoload, with default options
-    env[DISABLE_PLUGINS_ENV] = ",".join(name for name in installed_plugin_names() if name != "progress")
     text = run_in_pty(PTY_SCRIPT, env)
     assert "\x1b[A" in text and "Validation:" in text  # a validation bar was drawn under the epoch's
     lines = [line for line in screen(text) if not line.startswith("Active plugins:")]

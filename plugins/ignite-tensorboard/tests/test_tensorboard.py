@@ -22,13 +22,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from ignite import PluginError, Trainer, TrainingEvents
-from ignite._plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, installed_plugin_names
 
 
-@pytest.fixture(autouse=True)
-def only_named_plugins(monkeypatch):
-    """Other plugins may be installed in the same environment: load only those a test names."""
-    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
 
 def read_events(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -340,10 +336,8 @@ def test_other_options_are_checked(options, message):
         TensorBoardLogger(**options)
 
 
-def test_autoloaded_with_defaults_writes_under_runs_and_logs_the_command(tmp_path, monkeypatch, caplog):
-    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV)
-    others = [name for name in installed_plugin_names() if name != "tensorboard"]
-    monkeypatch.setenv(DISABLE_PLUGINS_ENV, ",".join(others))
+def test_autoloaded_with_defaults_writes_under_runs_and_logs_the_command(tmp_path, monkeypatch, caplog, ignite_autoload):
+    ignite_autoload("tensorboard")
     monkeypatch.chdir(tmp_path)
     trainer = Trainer([1.0, 2.0, 3.0], float_update)
     assert isinstance(trainer.plugins.get("tensorboard"), TensorBoardLogger)

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import entry_points
 from typing import Any, Dict, Iterator, List
 
 import numpy
@@ -21,8 +22,7 @@ import pytest
 import torch
 
 from ignite import PluginError, Trainer, TrainingEvents
-from ignite._plugins import installed_plugin_names
-from ignite.testing import run_ranks
+from ignite.pytest_plugin import IgniteAutoload, IgniteRanks
 
 import ignite_visdom
 from ignite_visdom import THREAD_NAME, VisdomLogger
@@ -78,10 +78,9 @@ def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture
-def only_visdom(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No other installed plugin is loaded; the visdom one only when named in plugins=."""
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGINS", raising=False)
+def only_visdom(ignite_isolated: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No other installed plugin is loaded; the visdom one only when named in plugins=, and
+    configured by its options alone."""
     monkeypatch.delenv("VISDOM_SERVER_URL", raising=False)
     monkeypatch.delenv("VISDOM_PORT", raising=False)
 
@@ -490,11 +489,11 @@ dist.destroy_process_group()
 
 
 def test_only_rank_0_plots_the_means_reduced_over_ranks(
-    only_visdom: None, visdom_server: int, tmp_path: Any
+    only_visdom: None, visdom_server: int, tmp_path: Any, ignite_ranks: IgniteRanks
 ) -> None:
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    run_ranks(script, tmp_path, timeout=120, env={"VISDOM_TEST_PORT": str(visdom_server)})
+    ignite_ranks(script, timeout=120, env={"VISDOM_TEST_PORT": str(visdom_server)})
     rank0, rank1 = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1))
     assert rank0["thread"] is True and rank0["connects"] > 0
     assert rank1 == {"thread": False, "connects": 0}
@@ -506,14 +505,14 @@ def test_only_rank_0_plots_the_means_reduced_over_ranks(
     assert plotted(visdom_server, "test_ranks", "validation/mean") == {"x": [1.0, 2.0], "y": [100.5, 100.5]}
 
 
-def test_autoloaded_with_defaults_from_environment(monkeypatch: pytest.MonkeyPatch, visdom_server: int) -> None:
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("IGNITE_DISABLE_PLUGINS", raising=False)
+def test_autoloaded_with_defaults_from_environment(
+    monkeypatch: pytest.MonkeyPatch, visdom_server: int, ignite_autoload: IgniteAutoload
+) -> None:
+    ignite_autoload("visdom")
     monkeypatch.setenv("VISDOM_SERVER_URL", SERVER_URL)
     monkeypatch.setenv("VISDOM_PORT", str(visdom_server))
-    others = {name: False for name in installed_plugin_names() if name != "visdom"}
     task = Regression()
-    trainer = Trainer(task.train * 20, task.update, plugins=others)  # 120 iterations an epoch
+    trainer = Trainer(task.train * 20, task.update)  # 120 iterations an epoch
     plugin = trainer.plugins["visdom"]
     assert isinstance(plugin, VisdomLogger)
     assert (plugin.server, plugin.port, plugin.env, plugin.log_every, plugin.optimizer, plugin.flush_timeout) == (
@@ -588,5 +587,5 @@ def test_visdom_is_imported_lazily() -> None:
 
 
 def test_plugin_is_registered_as_visdom_entry_point() -> None:
-    assert "visdom" in installed_plugin_names()
+    assert "visdom" in {entry_point.name for entry_point in entry_points(group="ignite.plugins")}
     assert ignite_visdom.__all__ == ["VisdomLogger"]
