@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from ._config import CONFIG_ENV
 from ._plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, ENTRY_POINT_GROUP
 from .testing import run_ranks
 from .trainer import Trainer
@@ -66,16 +67,19 @@ class IgniteRanks(Protocol):
 @pytest.fixture
 def ignite_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     """For this test, trainers load exactly the installed plugins that their ``plugins=`` names:
-    ``IGNITE_DISABLE_PLUGIN_AUTOLOAD=1`` and no ``IGNITE_DISABLE_PLUGINS`` (subprocesses inherit it)."""
+    ``IGNITE_DISABLE_PLUGIN_AUTOLOAD=1``, no ``IGNITE_DISABLE_PLUGINS`` and no project file
+    (``IGNITE_CONFIG=none``); subprocesses inherit it."""
     monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
     monkeypatch.delenv(DISABLE_PLUGINS_ENV, raising=False)
+    monkeypatch.setenv(CONFIG_ENV, "none")
 
 
 @pytest.fixture
 def ignite_autoload(monkeypatch: pytest.MonkeyPatch) -> IgniteAutoload:
     """Call ``ignite_autoload(*keep)`` to turn autoload on for this test, blocking by name every
     plugin installed at that moment except ``keep``: trainers, ``ignite plugins`` and
-    subprocesses see only those, plus what the test installs later (``ignite_install``)."""
+    subprocesses see only those, plus what the test installs later (``ignite_install``). No
+    project file is read (``IGNITE_CONFIG=none``)."""
 
     def autoload(*keep: str) -> list[str]:
         installed = {entry_point.name for entry_point in entry_points(group=ENTRY_POINT_GROUP)}
@@ -85,6 +89,7 @@ def ignite_autoload(monkeypatch: pytest.MonkeyPatch) -> IgniteAutoload:
         blocked = sorted(installed - set(keep))
         monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
         monkeypatch.setenv(DISABLE_PLUGINS_ENV, ",".join(blocked))
+        monkeypatch.setenv(CONFIG_ENV, "none")  # a project file above the tests must not join in
         return blocked
 
     return autoload
