@@ -12,13 +12,14 @@ short collective timeout for a case that used to hang.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import socket
 import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -61,9 +62,15 @@ def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the worker's ``cases`` on 2 ranks; stdout and stderr of the agent and both ranks."""
-    for _ in range(3):
+def torchrun(
+    out: Path, *cases: str, env: dict[str, str] | None = None, before_retry: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the worker's ``cases`` on 2 ranks; stdout and stderr of the agent and both ranks.
+    ``before_retry`` puts back what a launch that is run again must start from (the files a
+    resume reads: the first attempt wrote newer ones)."""
+    for attempt in range(3):
+        if attempt and before_retry is not None:
+            before_retry()
         command = [
             sys.executable,
             "-m",
@@ -299,7 +306,14 @@ def checkpoint_runs(main_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     crashed = torchrun(out, "checkpoint_crash")
     assert crashed.returncode != 0, output_of(crashed)
     assert not list(out.glob("checkpoint_crash_rank*.json")), "the run was to die at iteration 11"
-    resumed = torchrun(out, "checkpoint_resume")
+    folder, left = out / "checkpoints", out / "checkpoints_left_by_the_crash"
+    shutil.copytree(folder, left)
+
+    def as_the_crash_left_it() -> None:
+        shutil.rmtree(folder)
+        shutil.copytree(left, folder)
+
+    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_crash_left_it)
     assert resumed.returncode == 0, output_of(resumed)
     return out
 
