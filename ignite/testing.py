@@ -1,4 +1,5 @@
-"""Helpers for testing plugins: run a script as the ranks of a real gloo process group."""
+"""Helpers for testing plugins: run a script as the ranks of a real gloo process group; train on
+the GPU with every host sync in the training iterations an error."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["GLOO_TEARDOWN_ABORT", "is_gloo_teardown_abort", "run_ranks"]
+import torch
+
+from .events import TrainingEvents
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+__all__ = ["GLOO_TEARDOWN_ABORT", "cuda_regression", "is_gloo_teardown_abort", "run_ranks", "run_without_host_syncs"]
 
 #: What a rank prints when gloo aborts it (SIGABRT) while the process ends, its work done. On the
 #: development machine (torch 2.13, 2 cores shared with other work, 27 November) a plain DDP script
@@ -89,3 +98,43 @@ def _launch(
                 process.kill()
                 process.wait()
     return [process.returncode for process in processes], outputs
+
+
+def cuda_regression(batches: int = 24) -> tuple[Any, Any, list[Any], Callable[[Any], Any]]:
+    """A linear regression on the GPU for plugin tests: ``(model, optimizer, data, update)``,
+    the data on the device and ``update`` returning the loss tensor (no host sync), warmed up
+    once outside any checked iteration (cuBLAS starts up on its first product)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 1).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    weights = torch.randn(8, 1, device="cuda")
+    data = [(x, x @ weights) for x in (torch.randn(16, 8, device="cuda") for _ in range(batches))]
+
+    def update(batch: Any) -> Any:
+        inputs, targets = batch
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    update(data[0])
+    torch.cuda.synchronize()
+    return model, optimizer, data, update
+
+
+def run_without_host_syncs(trainer: Trainer, max_epochs: int) -> None:
+    """``trainer.run(max_epochs)`` with ``torch.cuda.set_sync_debug_mode("error")`` from each
+    training iteration's start until the epoch's iterations are over, so that a host sync in
+    the loop, in a plugin's per-iteration hook or in a handler raises. It is reset at
+    TRAINING_EPOCH_COMPLETED, whose handlers run before plugin hooks."""
+    started = trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_STARTED, lambda t: torch.cuda.set_sync_debug_mode("error")
+    )
+    ended = trainer.add_event_handler(TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: torch.cuda.set_sync_debug_mode(0))
+    try:
+        trainer.run(max_epochs)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        started.remove()
+        ended.remove()
