@@ -8,6 +8,7 @@ import sys
 
 from . import __version__, _plugins
 from ._config import ProjectConfig
+from .events import TrainingEvents
 
 
 def _plugins_command(as_json: bool) -> int:
@@ -17,20 +18,32 @@ def _plugins_command(as_json: bool) -> int:
     except _plugins.PluginError as error:  # the project file itself is wrong
         print(f"ignite plugins: error: {error}", file=sys.stderr)
         return 2
+    manager = _plugins.new_plugin_manager()
     try:
         # Loaded and registered as a Trainer does, so that "active" means a Trainer accepts it.
-        records = _plugins.load_plugins(None, config=config, check_required=False)
+        records = _plugins.load_plugins(None, manager, config=config, check_required=False)
     except _plugins.PluginError as error:  # the environment or the project file is wrong
         for problem in (error, unmet):
             if problem is not None:
                 print(f"ignite plugins: error: {problem}", file=sys.stderr)
         return 2
+    try:
+        _plugins.plugin_order({record.name: record.plugin for record in records if record.status == "active"})
+        orders: dict[TrainingEvents, list[str]] | None = _plugins.event_orders(manager)
+        order_error = None
+    except _plugins.PluginError as error:  # declared orders that cannot all hold: a Trainer refuses them
+        orders, order_error = None, error
     if as_json:
         # A TOML date or time is no JSON value: it is written as its repr.
         json.dump([record.as_dict() for record in records], sys.stdout, indent=2, default=repr)
         sys.stdout.write("\n")
     else:
         _print_listing(config, records)
+        if orders:
+            _print_orders(orders, records)
+    if order_error is not None:
+        print(f"ignite plugins: error: {order_error}", file=sys.stderr)
+        return 1
     # Printed after the listing, so that what is installed is in view; the exit status serves CI checks.
     if unmet is not None:
         print(f"ignite plugins: error: {unmet}", file=sys.stderr)
@@ -54,7 +67,24 @@ def _print_listing(config: ProjectConfig, records: list[_plugins.PluginRecord]) 
             print(f"    error:  {record.error}")
         if record.options:
             print(f"    options: {', '.join(f'{key}={value!r}' for key, value in record.options.items())}")
-        print(f"    hooks:  {', '.join(record.hooks()) or '-'}")
+        periods = record.periods()
+        hooks = [f"{hook} every {periods[hook]}" if hook in periods else hook for hook in record.hooks()]
+        print(f"    hooks:  {', '.join(hooks) or '-'}")
+        if record.plugin is not None:
+            print(f"    phase:  {_plugins.phase_of(record.plugin)}")
+
+
+def _print_orders(orders: dict[TrainingEvents, list[str]], records: list[_plugins.PluginRecord]) -> None:
+    # Plugins wrap handlers: at *_STARTED events before the trainer's handlers, else after them.
+    print("Order of plugin hooks per event (phases: " + ", ".join(_plugins.PHASES) + "):")
+    periods = {record.name: record.periods() for record in records}
+    for event, names in orders.items():
+        shown = [
+            f"{name} (every {periods[name][event.hook_name]})" if event.hook_name in periods.get(name, {}) else name
+            for name in names
+        ]
+        where = "before handlers" if event.opens_scope else "after handlers"
+        print(f"    {event.name:<31} {', '.join(shown)}  ({where})")
 
 
 def main(argv: list[str] | None = None) -> int:

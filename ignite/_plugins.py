@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import heapq
 import inspect
 import logging
 import os
@@ -17,9 +18,9 @@ import pluggy
 
 from . import _config, hookspecs
 from ._config import ProjectConfig
-from .events import TrainingEvents
+from .events import COUNTER, TrainingEvents
 
-__all__ = ["PluginError", "PluginInactive", "PluginRecord"]
+__all__ = ["PHASES", "PluginError", "PluginInactive", "PluginRecord"]
 
 logger = logging.getLogger("ignite")
 
@@ -30,6 +31,12 @@ CORE_DISTRIBUTION = "ignite-trainer"
 # A Requires-Dist line on the core, told apart cheaply so that packaging parses only those.
 _CORE_REQUIREMENT = re.compile(r"\s*ignite[-_.]+trainer(?![-_.\w])", re.IGNORECASE)
 HOOK_NAMES = frozenset(event.hook_name for event in TrainingEvents)
+#: The phases a plugin declares with ``ignite_phase``, in the order their hooks run at each event.
+PHASES = ("observe", "decide", "log", "checkpoint")
+DEFAULT_PHASE = "log"
+_PHASE_RANK = {phase: rank for rank, phase in enumerate(PHASES)}
+#: The hooks a plugin may give a period in ``ignite_every``: those of the events ``every(n)`` filters.
+PERIODIC_HOOKS = frozenset(event.hook_name for event in COUNTER)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -67,10 +74,22 @@ class PluginRecord:
         return f"{self.distribution} {self.version}"
 
     def hooks(self) -> list[str]:
-        """The hooks the loaded plugin implements, in event order."""
+        """The hooks the loaded plugin implements, in event order (not those its
+        ``ignite_every`` turns off with None or 0)."""
         if self.plugin is None:
             return []
-        return [event.hook_name for event in TrainingEvents if _is_hookimpl(self.plugin, event.hook_name)]
+        periods = _safe_periods(self.plugin)
+        return [
+            event.hook_name
+            for event in TrainingEvents
+            if _is_hookimpl(self.plugin, event.hook_name) and periods.get(event.hook_name, 1)
+        ]
+
+    def periods(self) -> dict[str, int]:
+        """The hooks that run only every n-th time their event fires, with n, as declared."""
+        if self.plugin is None:
+            return {}
+        return {hook: n for hook, n in _safe_periods(self.plugin).items() if n and n > 1 and hook in self.hooks()}
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description, as ``ignite plugins --json`` prints it."""
@@ -83,15 +102,186 @@ class PluginRecord:
             "reason": self.reason,
             "error": str(self.error) if self.error is not None else None,
             "hooks": self.hooks(),
+            "periods": self.periods(),
+            "phase": phase_of(self.plugin) if self.plugin is not None else None,
             "options": dict(self.options),
         }
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, leaving out the hooks a plugin's ``ignite_every`` gives None or 0."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        options = super().parse_hookimpl_opts(plugin, name)
+        if options is not None and name in PERIODIC_HOOKS and not _safe_periods(plugin).get(name, 1):
+            return None  # declared off: registered for no event, so never called
+        return options
+
+
 def new_plugin_manager() -> pluggy.PluginManager:
     """A plugin manager that knows the hookspecs; each Trainer has its own."""
-    manager = pluggy.PluginManager("ignite")
+    manager = _Manager("ignite")
     manager.add_hookspecs(hookspecs)
     return manager
+
+
+# -- declarations: periods, phase, order ------------------------------------------------
+
+
+def declared_periods(plugin: Any) -> dict[str, int | None]:
+    """What the plugin's ``ignite_every()`` returns (hook name -> period), or {} without one."""
+    every = getattr(plugin, "ignite_every", None)
+    return {} if every is None else dict(every())
+
+
+def _safe_periods(plugin: Any) -> dict[str, Any]:
+    # Used where a bad declaration is reported elsewhere (at registration): never raises.
+    try:
+        return declared_periods(plugin)
+    except Exception:
+        return {}
+
+
+def phase_of(plugin: Any) -> str:
+    """The plugin's ``ignite_phase``, :data:`DEFAULT_PHASE` when it declares none."""
+    return getattr(plugin, "ignite_phase", DEFAULT_PHASE)
+
+
+def _relations(plugin: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(getattr(plugin, "ignite_after", ())), tuple(getattr(plugin, "ignite_before", ()))
+
+
+def check_period(hook: str, n: Any) -> None:
+    """Raise ValueError unless ``n`` is a valid period for ``hook``: an int >= 0, or None."""
+    if n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        return
+    raise ValueError(f"the period of {hook} must be a positive int (1: every time), or None or 0 (never); got {n!r}")
+
+
+def _declaration_problem(plugin: Any) -> str | None:
+    """Why the plugin's ``ignite_every``, ``ignite_phase``, ``ignite_after`` or
+    ``ignite_before`` is refused, or None."""
+    every = getattr(plugin, "ignite_every", None)
+    if every is not None:
+        if not callable(every):
+            return "has an ignite_every that is not a method: define def ignite_every(self) -> dict[str, int | None]"
+        try:
+            periods = every()
+        except Exception as error:
+            return f"raised {type(error).__name__}: {error} in ignite_every()"
+        if not isinstance(periods, Mapping):
+            return f"ignite_every() must return a dict of hook name to period; got {type(periods).__name__}"
+        for hook, n in periods.items():
+            if hook not in HOOK_NAMES:
+                close = difflib.get_close_matches(str(hook), sorted(HOOK_NAMES), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                return f"gives ignite_every() a period for {hook!r}, which is not an ignite hook.{hint}"
+            if hook not in PERIODIC_HOOKS:
+                return (
+                    f"gives ignite_every() a period for {hook}, whose event has no counter: periods apply to "
+                    f"{', '.join(sorted(PERIODIC_HOOKS))}"
+                )
+            if not _is_hookimpl(plugin, hook):
+                return f"gives ignite_every() a period for {hook}, which it does not implement with @hookimpl"
+            try:
+                check_period(hook, n)
+            except ValueError as error:
+                return f"declares in ignite_every(): {error}"
+    phase = phase_of(plugin)
+    if phase not in _PHASE_RANK:
+        return f"declares ignite_phase = {phase!r}; the phases are {', '.join(map(repr, PHASES))}"
+    for attribute in ("ignite_after", "ignite_before"):
+        names = getattr(plugin, attribute, ())
+        if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+            return f"declares {attribute} = {names!r}: it must be a tuple of plugin names, e.g. ({str(names)!r},)"
+    return None
+
+
+def _sort(keys: Mapping[str, tuple[Any, ...]], edges: list[tuple[str, str, str]], where: str) -> list[str]:
+    """The names of ``keys`` in order of their keys, each edge (first, then, declared by)
+    respected, ties broken by name. An edge against the keys or a cycle raises PluginError."""
+    successors: dict[str, list[str]] = {name: [] for name in keys}
+    waiting = dict.fromkeys(keys, 0)
+    for first, then, declared in edges:
+        if keys[first] > keys[then]:
+            raise PluginError(
+                f"Plugins {first!r} and {then!r} contradict each other{where}: {declared} puts {first!r} first, but "
+                f"{_why_later(keys, first, then)}. Remove that declaration, or change ignite_phase so that they agree."
+            )
+        successors[first].append(then)
+        waiting[then] += 1
+    ready = [(keys[name], name) for name, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        ordered.append(name)
+        for then in successors[name]:
+            waiting[then] -= 1
+            if waiting[then] == 0:
+                heapq.heappush(ready, (keys[then], then))
+    if len(ordered) < len(keys):
+        stuck = sorted(set(keys) - set(ordered))
+        declared = "; ".join(sorted({d for f, t, d in edges if f in stuck and t in stuck}))
+        raise PluginError(
+            f"Plugins {', '.join(map(repr, stuck))} declare a cycle of ignite_after/ignite_before{where} ({declared}): "
+            "no order satisfies them. Remove one of these declarations."
+        )
+    return ordered
+
+
+def _why_later(keys: Mapping[str, tuple[Any, ...]], first: str, then: str) -> str:
+    # keys are (wrapper, tryfirst/trylast, phase rank) or (phase rank,): name the first part that differs.
+    (a, b) = keys[first], keys[then]
+    if len(a) == 1 or a[:2] == b[:2]:
+        return (
+            f"{first!r} is in phase {PHASES[a[-1]]!r} and {then!r} in phase {PHASES[b[-1]]!r} "
+            f"(phases run {', '.join(PHASES)})"
+        )
+    return f"{then!r}'s hook is marked tryfirst, a hookwrapper or {first!r}'s trylast there"
+
+
+def _edges(plugins: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(first, then, declaration) for every ignite_after/ignite_before naming a plugin present."""
+    edges = []
+    for name, plugin in plugins.items():
+        after, before = _relations(plugin)
+        edges += [(other, name, f"{name!r} declares ignite_after={after!r}") for other in after if other in plugins]
+        edges += [(name, other, f"{name!r} declares ignite_before={before!r}") for other in before if other in plugins]
+    return edges
+
+
+def plugin_order(plugins: Mapping[str, Any]) -> list[str]:
+    """The plugins' names in declared order (phase, then ignite_after/ignite_before, then name);
+    a cycle or a declaration against the phases raises PluginError naming the plugins."""
+    return _sort({name: (_PHASE_RANK[phase_of(plugin)],) for name, plugin in plugins.items()}, _edges(plugins), "")
+
+
+def call_order(impls: list[Any], hook_name: str) -> list[Any]:
+    """pluggy's implementations of one hook in the order to call them: hookwrappers first,
+    then ``tryfirst``, plain, ``trylast`` ones; within each, by phase, ignite_after /
+    ignite_before and name. Raises PluginError for a cycle or a contradiction."""
+    by_name = {impl.plugin_name: impl for impl in impls}
+    keys = {
+        name: (
+            0 if impl.hookwrapper or impl.wrapper else 1,
+            0 if impl.tryfirst else 2 if impl.trylast else 1,
+            _PHASE_RANK.get(phase_of(impl.plugin), _PHASE_RANK[DEFAULT_PHASE]),
+        )
+        for name, impl in by_name.items()
+    }
+    edges = _edges({name: impl.plugin for name, impl in by_name.items()})
+    return [by_name[name] for name in _sort(keys, edges, f" at {hook_name}")]
+
+
+def event_orders(manager: pluggy.PluginManager) -> dict[TrainingEvents, list[str]]:
+    """Per event, the plugins whose hook it calls, in call order (``ignite plugins`` shows it)."""
+    orders = {}
+    for event in TrainingEvents:
+        impls = getattr(manager.hook, event.hook_name).get_hookimpls()
+        if impls:
+            orders[event] = [impl.plugin_name for impl in call_order(impls, event.hook_name)]
+    return orders
 
 
 def _is_hookimpl(plugin: Any, attribute: str) -> bool:
@@ -494,7 +684,7 @@ def _register_or_fail(manager: pluggy.PluginManager, record: PluginRecord) -> bo
     """Register ``record.plugin`` into ``manager`` after the checks pluggy does not make; on a
     refusal mark the record failed (see :func:`_failed`). Whether it was registered. The one
     validation path of Trainer and ``ignite plugins``."""
-    problem = _unknown_hook(record.plugin)
+    problem = _unknown_hook(record.plugin) or _declaration_problem(record.plugin)
     if problem is not None:
         _failed(record, problem, None)
         return False

@@ -47,8 +47,13 @@ class TrainingEvents(enum.Enum):
       before the handlers; at ``*_COMPLETED`` events and EXCEPTION_RAISED the handlers run
       first. So a plugin has set things up before user code runs, and sees what user code
       computed before it logs, checkpoints or decides. Handlers run in the order they were
-      added; plugin hooks in pluggy's order (last registered first, unless ``tryfirst``/
-      ``trylast``).
+      added, those attached with ``every(n)`` included.
+    * Plugin hooks run in a declared order, the same whatever order the plugins were
+      installed or registered in: hookwrappers outermost, then ``tryfirst``, plain and
+      ``trylast`` hooks; within each, by the plugins' ``ignite_phase`` (observe, decide, log,
+      checkpoint), then their ``ignite_after``/``ignite_before``, then plugin name (see
+      :mod:`ignite.hookspecs`). A hook given a period by its plugin's ``ignite_every`` runs,
+      when due, in that same place.
     """
 
     TRAINING_STARTED = "training_started"

@@ -21,6 +21,35 @@ A plugin class may also define:
 * raise :class:`ignite.PluginInactive` from ``__init__`` when it lacks what it needs (an
   optimizer, a folder): it is then not registered and says why in one log line.
 
+Periods. A hook of an event with a counter (the TRAINING_ITERATION_* events count
+``current_iteration``; the epoch, training-epoch and validation-run events ``current_epoch``)
+runs only every n-th time when the plugin says so in ``ignite_every()``, read once at
+registration::
+
+    def ignite_every(self) -> dict[str, int | None]:
+        return {"ignite_training_iteration_completed": self.log_every}  # when the count % n == 0
+
+n = 1 (or the hook left out) runs it every time; None or 0 leaves the hook unregistered
+(an option that turns it off). The iterations between cost one comparison, no call; the
+hook is profiled, named on failure and listed (``ignite plugins``) like any other, and runs
+in its place in the order below. ``trainer.set_period(plugin, hook_name, n)`` changes the
+period from the next time its event fires (None pauses it), for a plugin that adapts it.
+
+Order. At each event the plugins' hooks run by phase, a class attribute
+``ignite_phase`` (default ``"log"``)::
+
+    "observe"     compute what the others read (metrics)
+    "decide"      controllers: early stopping, LR reduction
+    "log"         observers: TensorBoard, Visdom, the progress bar
+    "checkpoint"  save, after the controllers decided and the loggers wrote
+
+then by ``ignite_after = ("early_stopping",)`` / ``ignite_before = (...)`` (plugin names;
+names not installed are ignored), then by plugin name: never by install order. A cycle, or a
+declaration against the phases, is a :class:`ignite.PluginError` naming the plugins at
+registration. ``tryfirst``/``trylast`` on a hookimpl still put that one hook before/after
+the others of its event, and hookwrappers wrap them all. ``ignite plugins`` prints the
+resolved order per event.
+
 ``__init__`` should only check options: open files and connections at TRAINING_STARTED, so
 that ``ignite plugins`` can construct every plugin cheaply to report its status.
 

@@ -92,9 +92,11 @@ class EventHandle:
 
 
 class _Periodic:
-    """The TRAINING_ITERATION_COMPLETED handlers attached with ``every(n)``, n > 1. The loop
-    compares the iteration with ``due`` and calls this only then: an iteration on which none
-    is due costs one comparison, not a call per handler (~0.2 us each between training steps)."""
+    """All the TRAINING_ITERATION_COMPLETED callbacks, in order, each with its period n (1:
+    every iteration): ``every(n)`` handlers and plugin hooks given a period by ``ignite_every``.
+    The loop compares the iteration with ``due`` and calls this only then, instead of the
+    event's every-iteration callbacks: an iteration on which none is due costs one comparison,
+    not a call per periodic callback (~0.2 us each between training steps)."""
 
     __slots__ = ("entries", "due")
 
@@ -107,24 +109,20 @@ class _Periodic:
         self.schedule(iteration)
 
     def schedule(self, iteration: int) -> None:
-        """Due at the first multiple of any handler's ``every`` after ``iteration``."""
-        self.due = min(((iteration // n + 1) * n for n, _ in self.entries), default=_NEVER)
+        """Due at the first multiple of any period above 1 after ``iteration``."""
+        self.due = min(((iteration // n + 1) * n for n, _ in self.entries if n > 1), default=_NEVER)
 
     def __call__(self, trainer: Trainer) -> None:
         iteration = trainer.current_iteration
         for n, call in self.entries:
-            if iteration % n == 0:
+            if n == 1 or iteration % n == 0:
                 call(trainer)
         self.schedule(iteration)
 
 
-def _filtered(handle: EventHandle) -> Callable[..., Any]:
-    """The handle's callable, called only when its event's counter is a multiple of its
-    ``every`` (the events other than TRAINING_ITERATION_COMPLETED, where _Periodic does it)."""
-    call, n = handle._callable(), handle.every
-    if n == 1:
-        return call
-    counter = COUNTER[handle.event]
+def _every_nth(counter: str, n: int, call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call``, called only when the trainer's ``counter`` is a multiple of ``n`` (the events
+    other than TRAINING_ITERATION_COMPLETED, where _Periodic does it)."""
 
     def every_nth(trainer: Trainer) -> None:
         if getattr(trainer, counter) % n == 0:
@@ -415,10 +413,15 @@ class Trainer:
         self._validation_update_function = validation_update_function
         self._plugin_manager = _plugins.new_plugin_manager()
         self._plugin_records: dict[str, _plugins.PluginRecord] = {}
+        # (plugin name, hook name) -> period, for the hooks not called at every event.
+        self._periods: dict[tuple[str, str], int | None] = {}
         for record in _plugins.load_plugins(plugins, self._plugin_manager):
             if record.error is not None:
                 raise record.error
             self._plugin_records[record.name] = record
+            if record.status == "active":
+                self._add_periods(record.name, record.plugin)
+        _plugins.plugin_order(self.plugins)  # a cycle or contradiction fails here, before any run
         self._rebuild_callbacks()
         self._nan_guard = _NanGuard() if terminate_on_nan else None
         if self._nan_guard is not None:
@@ -481,9 +484,9 @@ class Trainer:
 
         ``event`` may be filtered, ``TrainingEvents.TRAINING_ITERATION_COMPLETED.every(100)``:
         the handler is then called only on every 100th iteration (when ``current_iteration``
-        is a multiple of 100; for epoch events, ``current_epoch``). At
-        TRAINING_ITERATION_COMPLETED such handlers run before the event's other handlers and
-        plugin hooks, and the iterations between cost them nothing.
+        is a multiple of 100; for epoch events, ``current_epoch``), in its place among
+        the event's handlers; at TRAINING_ITERATION_COMPLETED the iterations between cost it
+        nothing.
         """
         every = 1
         if isinstance(event, PeriodicEvent):
@@ -541,8 +544,25 @@ class Trainer:
         record = _plugins.PluginRecord(name=name, plugin=plugin)
         _plugins.register(self._plugin_manager, record)
         self._plugin_records[name] = record
-        self._rebuild_callbacks()
+        self._add_periods(name, plugin)
+        try:
+            _plugins.plugin_order(self.plugins)
+            self._rebuild_callbacks()
+        except _plugins.PluginError:  # its declared order conflicts with the plugins here: not registered
+            self._drop_plugin(name)
+            raise
         return plugin
+
+    def _add_periods(self, name: str, plugin: Any) -> None:
+        for hook, n in _plugins.declared_periods(plugin).items():
+            if n:  # None and 0 leave the hook unregistered (see _plugins._Manager)
+                self._periods[(name, hook)] = n
+
+    def _drop_plugin(self, name: str) -> None:
+        self._plugin_manager.unregister(name=name)
+        del self._plugin_records[name]
+        self._periods = {key: n for key, n in self._periods.items() if key[0] != name}
+        self._rebuild_callbacks()
 
     def unregister_plugin(self, plugin_or_name: Any) -> None:
         """Remove a plugin, given its name or the object, from this trainer."""
@@ -550,28 +570,77 @@ class Trainer:
         record = self._plugin_records.get(name) if name is not None else None
         if record is None or record.status != "active":
             raise ValueError(f"no active plugin {plugin_or_name!r} in this trainer; active: {sorted(self.plugins)}")
-        self._plugin_manager.unregister(name=name)
-        del self._plugin_records[name]
-        self._rebuild_callbacks()
+        self._drop_plugin(name)
 
-    def _plugin_calls(self, event: TrainingEvents) -> list[tuple[str, Callable[..., Any]]]:
-        """(plugin name, callable) pairs for ``event``, in the order pluggy would call them."""
+    def _plugin_calls(self, event: TrainingEvents) -> list[tuple[str, int | None, Callable[..., Any]]]:
+        """(plugin name, period, callable) for ``event``, in the declared order
+        (:func:`ignite._plugins.call_order`); period None: not called for now."""
         hook = getattr(self._plugin_manager.hook, event.hook_name)
         impls = hook.get_hookimpls()
         if not impls:
             # pluggy's call costs ~0.7 us even with no implementation: skip it entirely.
             return []
-        names = "+".join(impl.plugin_name for impl in reversed(impls))
-        if event is TrainingEvents.EXCEPTION_RAISED:
-            return [(names, lambda trainer, exception: hook(trainer=trainer, exception=exception))]
-        if any(impl.hookwrapper or impl.wrapper for impl in impls):
-            return [(names, lambda trainer: hook(trainer=trainer))]
-        # Plain implementations are called directly, in pluggy's order (last of the list
-        # first): a bound method taking the trainer costs a call, pluggy's machinery ~1 us.
+        ordered = _plugins.call_order(impls, event.hook_name)
+        periods = self._periods
+        if event is TrainingEvents.EXCEPTION_RAISED or any(impl.hookwrapper or impl.wrapper for impl in impls):
+            return [self._through_pluggy(event, ordered)]
+        # Plain implementations are called directly: a bound method taking the trainer costs a
+        # call, pluggy's machinery ~1 us.
         return [
-            (impl.plugin_name, impl.function if impl.argnames else _ignore_trainer(impl.function))
-            for impl in reversed(impls)
+            (
+                impl.plugin_name,
+                periods.get((impl.plugin_name, event.hook_name), 1),
+                impl.function if impl.argnames else _ignore_trainer(impl.function),
+            )
+            for impl in ordered
         ]
+
+    def _through_pluggy(self, event: TrainingEvents, ordered: list[Any]) -> tuple[str, int, Callable[..., Any]]:
+        """One callable running ``ordered`` through pluggy (wrappers need its machinery), in
+        that order and each only when its period says so."""
+        manager, name = self._plugin_manager, event.hook_name
+        names = "+".join(impl.plugin_name for impl in ordered)
+        # pluggy calls its list from the end: reversed, so that it calls them in our order.
+        entries = [(self._periods.get((impl.plugin_name, name), 1), impl) for impl in reversed(ordered)]
+        entries = [(n, impl) for n, impl in entries if n is not None]
+        if event is TrainingEvents.EXCEPTION_RAISED:
+            impls = [impl for _, impl in entries]
+            return names, 1, lambda trainer, exception: manager._hookexec(
+                name, impls, {"trainer": trainer, "exception": exception}, False
+            )
+        counter = COUNTER.get(event)
+
+        def call(trainer: Trainer) -> None:
+            count = getattr(trainer, counter) if counter is not None else 0
+            due = [impl for n, impl in entries if n == 1 or count % n == 0]
+            manager._hookexec(name, due, {"trainer": trainer}, False)
+
+        return names, 1, call
+
+    def set_period(self, plugin: Any, hook: str, n: int | None) -> None:
+        """From the next time its event fires, call ``hook`` (e.g.
+        ``"ignite_training_iteration_completed"``) of ``plugin`` (its name or the object) only
+        when the event's counter is a multiple of ``n``; None pauses it. For a plugin that
+        adapts how often it runs; the first period is the one its ``ignite_every()`` declares."""
+        name = plugin if isinstance(plugin, str) else self._plugin_manager.get_name(plugin)
+        if name is None or name not in self.plugins:
+            raise ValueError(f"set_period: no active plugin {plugin!r} in this trainer; active: {sorted(self.plugins)}")
+        event = next((event for event in COUNTER if event.hook_name == hook), None)
+        if event is None:
+            raise ValueError(
+                f"set_period: {hook!r} has no period; the hooks that can have one: "
+                f"{', '.join(sorted(_plugins.PERIODIC_HOOKS))}"
+            )
+        if not any(impl.plugin_name == name for impl in getattr(self._plugin_manager.hook, hook).get_hookimpls()):
+            raise ValueError(
+                f"set_period: plugin {name!r} has no {hook} registered (not implemented, or turned off by its "
+                "ignite_every() with None or 0): declare a period there instead of None to adjust it later"
+            )
+        if n is not None:
+            event.every(n)  # checked as every(n) checks it
+        if self._periods.get((name, hook), 1) != n:
+            self._periods[(name, hook)] = n
+            self._rebuild_callbacks(event)
 
     def _rebuild_callbacks(self, only: TrainingEvents | None = None) -> None:
         for event in (only,) if only is not None else _EVENTS:
@@ -581,23 +650,24 @@ class Trainer:
             def timed(kind: str, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
                 return call if profiler is None else profiler.wrap(kind, name, event.name, call)
 
-            handles = self._handles[index]
-            # At TRAINING_ITERATION_COMPLETED the every(n) handlers go to the dispatcher that
-            # the loop calls only when one is due; elsewhere each filters itself.
-            periodic = [handle for handle in handles if handle.every > 1] if index == _TRAIN_COMPLETED else []
-            handlers = [("handler", handle.name, _filtered(handle)) for handle in handles if handle not in periodic]
-            plugin_calls = [("plugin", name, call) for name, call in self._plugin_calls(event)]
+            handlers = [("handler", handle.name, handle.every, handle._callable()) for handle in self._handles[index]]
+            plugin_calls = [("plugin", name, n, call) for name, n, call in self._plugin_calls(event) if n is not None]
             labelled = [*plugin_calls, *handlers] if event.opens_scope else [*handlers, *plugin_calls]
+            # Timed inside the period's filter: the profile counts the calls actually made.
+            entries = [(n, timed(kind, name, call)) for kind, name, n, call in labelled]
             if index == _TRAIN_COMPLETED:
-                self._periodic.set(
-                    [(handle.every, timed("handler", handle.name, handle._callable())) for handle in periodic],
-                    self.current_iteration,
-                )
                 if self._stop_vote is not None:
                     # Last: it must see every terminate() of the iteration.
-                    labelled.append(("trainer", "distributed stop vote", self._stop_vote))
+                    entries.append((1, timed("trainer", "distributed stop vote", self._stop_vote)))
+                # The periodic entries go to the dispatcher that the loop calls, in place of
+                # this tuple, only when one is due.
+                self._periodic.set(entries, self.current_iteration)
+                callbacks = tuple(call for n, call in entries if n == 1)
+            else:
+                counter = COUNTER.get(event, "")
+                callbacks = tuple(call if n == 1 else _every_nth(counter, n, call) for n, call in entries)
             # Item assignment, not a new list: a running loop holds a reference to this list.
-            self._callbacks[index] = tuple(timed(kind, name, call) for kind, name, call in labelled)
+            self._callbacks[index] = callbacks
 
     def _fire(self, event: TrainingEvents) -> None:
         for callback in self._callbacks[_INDEX[event]]:
@@ -892,9 +962,10 @@ class Trainer:
                     # Floats (``loss.item()``) are the common case: skip the conversion call.
                     append(output if type(output) is float else history_value(output))
                     if self.current_iteration >= periodic.due:
-                        periodic(self)
-                    for callback in callbacks[_TRAIN_COMPLETED]:
-                        callback(self)
+                        periodic(self)  # every callback of the event, the periodic ones in their place
+                    else:
+                        for callback in callbacks[_TRAIN_COMPLETED]:
+                            callback(self)
                     if self._should_terminate:
                         break
                 else:

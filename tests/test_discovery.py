@@ -125,6 +125,8 @@ def test_cli_json_reports_statuses(installed_site):
         "reason": "IGNITE_DISABLE_PLUGINS names it",
         "error": None,
         "hooks": [],
+        "periods": {},
+        "phase": None,
         "options": {},
     }
 

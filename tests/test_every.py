@@ -10,7 +10,7 @@ from ignite.events import PeriodicEvent
 E = TrainingEvents
 
 
-def test_iteration_handlers_run_on_multiples_of_the_global_iteration_before_the_others():
+def test_iteration_handlers_run_on_multiples_of_the_global_iteration_in_the_order_added_before_plugins():
     trainer = Trainer([1.0] * 5, lambda batch: batch)
     calls: list[tuple[str, int]] = []
 
@@ -26,11 +26,11 @@ def test_iteration_handlers_run_on_multiples_of_the_global_iteration_before_the_
     trainer.add_event_handler(E.TRAINING_ITERATION_STARTED.every(4), lambda t: calls.append(("started", t.current_iteration)))
     trainer.run(2)  # iterations 1..10: the count runs on across epochs
     assert calls == [
-        ("third", 3), ("every", 3), ("plugin", 3),
+        ("every", 3), ("third", 3), ("plugin", 3),
         ("started", 4),
-        ("third", 6), ("every", 6), ("plugin", 6),
+        ("every", 6), ("third", 6), ("plugin", 6),
         ("started", 8),
-        ("third", 9), ("every", 9), ("plugin", 9),
+        ("every", 9), ("third", 9), ("plugin", 9),
     ]
 
 
