@@ -623,6 +623,8 @@ class Trainer:
         when the event's counter is a multiple of ``n``; None pauses it. For a plugin that
         adapts how often it runs; the first period is the one its ``ignite_every()`` declares."""
         name = plugin if isinstance(plugin, str) else self._plugin_manager.get_name(plugin)
+        if (name, hook) in self._periods and self._periods[(name, hook)] == n:
+            return  # checked when it was set: a plugin adapting its period often pays little
         if name is None or name not in self.plugins:
             raise ValueError(f"set_period: no active plugin {plugin!r} in this trainer; active: {sorted(self.plugins)}")
         event = next((event for event in COUNTER if event.hook_name == hook), None)

@@ -704,6 +704,9 @@ class Checkpoint:
     must be visible to all of them.
     """
 
+    #: Last among plugins at each event (ignite.hookspecs): it saves what the controllers decided.
+    ignite_phase = "checkpoint"
+
     def __init__(
         self,
         dirname: str | os.PathLike[str] | None = None,
@@ -738,10 +741,6 @@ class Checkpoint:
         if background_serialization is not None:
             _check_bool("background_serialization", background_serialization)
         self.background_serialization = background_serialization
-        if self.every_iterations is None:
-            # No per-iteration hook at all when it has nothing to do: an attribute on the
-            # instance hides the method from pluggy, so the hot path does not call it.
-            self.ignite_training_iteration_completed = None  # type: ignore[assignment]
         self._started = False  # TRAINING_STARTED seen: resume only once
         self._ready = False  # TRAINING_STARTED done (resumed if asked): interrupts may save
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
@@ -779,19 +778,22 @@ class Checkpoint:
             )
         self._ready = True
 
-    @hookimpl(trylast=True)
+    def ignite_every(self) -> dict[str, int | None]:
+        """Save every ``every_iterations`` iterations and every ``every_epochs`` epochs; a
+        period of None leaves that hook out, so the training iterations cost nothing."""
+        return {"ignite_training_iteration_completed": self.every_iterations, "ignite_epoch_completed": self.every_epochs}
+
+    @hookimpl
     def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
-        """Save when the global iteration is a multiple of ``every_iterations``."""
-        if trainer.current_iteration % self.every_iterations == 0:  # type: ignore[operator]
-            self.save(trainer)
+        """Save (when the global iteration is a multiple of ``every_iterations``)."""
+        self.save(trainer)
 
-    @hookimpl(trylast=True)
+    @hookimpl
     def ignite_epoch_completed(self, trainer: Trainer) -> None:
-        """Save when the epoch number is a multiple of ``every_epochs``."""
-        if self.every_epochs is not None and trainer.current_epoch % self.every_epochs == 0:
-            self.save(trainer)
+        """Save (when the epoch number is a multiple of ``every_epochs``)."""
+        self.save(trainer)
 
-    @hookimpl(trylast=True)
+    @hookimpl
     def ignite_training_completed(self) -> None:
         """Wait until the last checkpoint is on disk, then release the folder."""
         try:
@@ -799,7 +801,7 @@ class Checkpoint:
         finally:
             self._release()
 
-    @hookimpl(trylast=True)
+    @hookimpl
     def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
         """Finish the pending write; on KeyboardInterrupt, save the point reached, unless the
         newest checkpoint already holds it (see the README for what an interrupt inside an

@@ -67,6 +67,9 @@ class EarlyStopping:
     no evidence, and a run resumed from a checkpoint then checks that epoch once, when whole.
     """
 
+    #: Among plugins (ignite.hookspecs): before the loggers and the checkpoint, which save its decision.
+    ignite_phase = "decide"
+
     def __init__(
         self,
         patience: Optional[int] = None,

@@ -137,6 +137,9 @@ class LRReduction:
     learning rate of optimizer 0 group 0 reduced 0.1 -> 0.01``.
     """
 
+    #: Among plugins (ignite.hookspecs): before the loggers show the rate and the checkpoint saves it.
+    ignite_phase = "decide"
+
     def __init__(
         self,
         optimizer: Optional[Optimizers] = None,
@@ -222,10 +225,6 @@ class LRReduction:
         self._score = monitor.EpochScore(
             "lr_reduction", score_function, "'optimizer': optimizer, ", "It leaves the learning rate alone"
         )
-        if scheduler_step == "iteration" and self._stepped:
-            # An instance attribute, so that the per-iteration hook exists only when needed:
-            # an epoch-only configuration adds nothing to the training iterations.
-            self.ignite_training_iteration_completed = self._iteration_hook(self._stepped)
 
     @staticmethod
     def _check_min_lr(min_lr: Any, optimizers: list[tuple[str, torch.optim.Optimizer]]) -> Any:
@@ -251,15 +250,16 @@ class LRReduction:
                 raise ValueError(_option_error("min_lr", "a finite number >= 0 or a list of them", min_lr))
         return [float(v) for v in values] if isinstance(min_lr, (list, tuple)) else float(min_lr)
 
-    @staticmethod
-    def _iteration_hook(steps: tuple[Callable[[], Any], ...]) -> Callable[[Trainer], None]:
-        @hookimpl
-        def ignite_training_iteration_completed(trainer: Trainer) -> None:
-            """Step the iteration schedulers."""
-            for step in steps:
-                step()
+    def ignite_every(self) -> dict[str, int | None]:
+        """The iteration hook only with iteration schedulers to step (None: not registered, so
+        an epoch-only configuration adds nothing to the training iterations)."""
+        return {"ignite_training_iteration_completed": 1 if self.scheduler_step == "iteration" and self._stepped else None}
 
-        return ignite_training_iteration_completed
+    @hookimpl
+    def ignite_training_iteration_completed(self) -> None:
+        """Step the iteration schedulers."""
+        for step in self._stepped:
+            step()
 
     # -- read-only state ---------------------------------------------------------------------
 

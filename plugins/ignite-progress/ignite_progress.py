@@ -14,8 +14,8 @@ line.
 
 The plugin looks at the count every ``refresh_every`` iterations, or every iteration when
 iterations are slow (so that a bar is never more than ~0.1 s of work behind): the trainer calls
-it at multiples of that stride only (``TrainingEvents.TRAINING_ITERATION_COMPLETED.every``), so
-the iterations in between cost nothing. The bar is moved, and the training value read and
+its iteration hook at multiples of that stride only (a period, declared by ``ignite_every`` and
+adapted with ``Trainer.set_period``), so the iterations in between cost nothing. The bar is moved, and the training value read and
 formatted, when 0.1 s has passed since the bar last moved (tqdm redraws no more often): between
 real training steps, with the CPU's caches cold, updating and formatting cost more than a small
 model's stride can carry (figures in benchmarks/README.md). A CUDA output is copied to the host
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
-from ignite import EventHandle, TrainingEvents, hookimpl
+from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars
 from ignite.monitor import epoch_means, tag
@@ -53,6 +53,8 @@ logger = logging.getLogger("ignite.progress")
 #: iterations are looked at more often (every ~0.1 s of work), so 200 only matters right after
 #: iterations suddenly slow down more than 200-fold: the bar is then up to 200 of them behind, once.
 DEFAULT_REFRESH_EVERY = 200
+
+_ITERATION_HOOK = "ignite_training_iteration_completed"
 
 #: A bar is advanced at least this often, in seconds of work (tqdm's own ``mininterval``).
 _INTERVAL = 0.1
@@ -239,6 +241,9 @@ class ProgressBar:
             always draw, also to a file or a pipe.
     """
 
+    #: Among plugins (ignite.hookspecs): after the controllers decided, before the checkpoint.
+    ignite_phase = "log"
+
     def __init__(
         self,
         file: TextIO | None = None,
@@ -264,9 +269,9 @@ class ProgressBar:
         self.disable = disable
         self._training: _Stepper | None = None  # the epoch's bar
         self._validation: _Stepper | None = None  # the validation run's bar
-        # Calls _on_stride; added with the run's first bar and kept until the run ends (adding
-        # and removing a handler per epoch rebuilt the trainer's dispatch each time).
-        self._stride_handle: EventHandle | None = None
+        # The iteration hook's period: the run's first bar looks at the first iteration, later
+        # bars start from the previous stride, the rate being likely the same.
+        self._stride = 1
         self._training_postfix = ""
         self._postfix_at = -float("inf")  # when the training value was last read (_clock)
         self._postfix_iteration = -1  # the iteration whose output was last read
@@ -297,16 +302,14 @@ class ProgressBar:
         return bar
 
     def _close_all(self) -> None:
-        """Close the bars, detach the stride handler and give the loggers their handlers back;
-        each step is taken even when an earlier one raises."""
+        """Close the bars and give the loggers their handlers back; each step is taken even
+        when an earlier one raises."""
         redirecting, self._redirecting = self._redirecting, False
-        handle, self._stride_handle = self._stride_handle, None
+        self._stride = 1  # the next run looks at its first iteration
         with contextlib.ExitStack() as steps:  # run last-in first-out
             if redirecting:
                 steps.callback(_console.release)
             steps.callback(self._close_bars)
-            if handle is not None:
-                steps.callback(handle.remove)
 
     def _close_bars(self) -> None:
         validation, self._validation = self._validation, None
@@ -338,27 +341,31 @@ class ProgressBar:
             unit="it",
             dynamic_ncols=True,
         )
-        if bar is None:
-            return
-        handle = self._stride_handle
-        # Start from the previous epoch's stride, the rate being likely the same; the run's first
-        # bar looks at the first iteration.
-        self._training = _Stepper(bar, trainer.current_iteration, self.refresh_every, handle.every if handle else 1)
-        if handle is None:
-            # Called by the trainer every stride iterations only (the stride follows the rate):
-            # the iterations between cost nothing.
-            self._stride_handle = trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, self._on_stride)
+        if bar is not None:
+            self._training = _Stepper(bar, trainer.current_iteration, self.refresh_every, self._stride)
+        if self.disable is not True:  # else the iteration hook is not registered (ignite_every)
+            # No bar (not rank 0, or tqdm would not draw): the iteration hook is not called at all.
+            trainer.set_period(self, _ITERATION_HOOK, self._stride if bar is not None else None)
 
-    def _on_stride(self, trainer: Trainer) -> None:
+    def ignite_every(self) -> dict[str, int | None]:
+        """The iteration hook's first period; ``ignite_epoch_started`` and the hook itself then
+        set it to the stride (``Trainer.set_period``). None with ``disable=True``: never called."""
+        return {_ITERATION_HOOK: None if self.disable is True else 1}
+
+    @hookimpl
+    def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
         """At the end of a stride, advance the bar, and show the latest output if the one
-        shown was read at least 0.1 s ago (tqdm redraws no more often)."""
-        training, handle = self._training, self._stride_handle
-        if training is None or handle is None:
+        shown was read at least 0.1 s ago (tqdm redraws no more often); the next stride
+        follows the rate."""
+        training = self._training
+        if training is None:
             return
         now = _clock()
         if training.advance(trainer.current_iteration, now) and now - self._postfix_at >= _INTERVAL:
             self._show_training_value(trainer, training, now)  # redrawn with the bar's next move
-        handle.every = training.stride
+        if training.stride != self._stride:
+            self._stride = training.stride
+            trainer.set_period(self, _ITERATION_HOOK, training.stride)
 
     def _show_training_value(self, trainer: Trainer, training: _Stepper, now: float, final: bool = False) -> None:
         """Show the latest output. During the epoch, a CUDA output is copied to the host without

@@ -27,7 +27,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from ignite import EventHandle, TrainingEvents, hookimpl
+from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
 from ignite.monitor import epoch_means, learning_rates, tag
@@ -159,6 +159,9 @@ class TensorBoardLogger:
             when no ``log_dir`` was given).
     """
 
+    #: Among plugins (ignite.hookspecs): after the controllers decided, before the checkpoint.
+    ignite_phase = "log"
+
     def __init__(
         self,
         log_dir: str | os.PathLike[str] | None = None,
@@ -191,7 +194,6 @@ class TensorBoardLogger:
         self.optimizer = optimizer
         self.flush_secs = flush_secs
         self._writer: _EventFile | None = None
-        self._handle: EventHandle | None = None  # the per-log_every handler, while training
         # Logged iterations not yet written: (iteration, wall time, output).
         self._pending: list[tuple[int, float, Any]] = []
         self._flushed_at = 0.0  # _clock() at the last flush
@@ -209,9 +211,6 @@ class TensorBoardLogger:
             self.log_dir = _default_log_dir()
         os.makedirs(self.log_dir, exist_ok=True)
         self._writer = _EventFile(self.log_dir)  # imports tensorboard: only when training
-        self._handle = trainer.add_event_handler(
-            TrainingEvents.TRAINING_ITERATION_COMPLETED.every(self.log_every), self._on_logged_iteration
-        )
         self._flushed_at = _clock()
         logger.info("TensorBoard logs go to %s; view them with: tensorboard --logdir %s", self.log_dir, self.log_dir)
 
@@ -230,16 +229,12 @@ class TensorBoardLogger:
             logger.exception("Could not close the TensorBoard event file in %s", self.log_dir)
 
     def _close(self) -> None:
-        """Detach the handler, write what is pending and close the file: each step taken even
-        when an earlier one raises."""
-        handle, self._handle = self._handle, None
+        """Write what is pending and close the file, closing it even when the write raises."""
         writer, self._writer = self._writer, None
         with contextlib.ExitStack() as steps:  # run last-in first-out
             if writer is not None:
                 steps.callback(writer.close)
                 steps.callback(self._write_pending, writer)
-            if handle is not None:
-                steps.callback(handle.remove)
 
     def _write_pending(self, writer: _EventFile) -> None:
         pending = self._pending
@@ -258,10 +253,14 @@ class TensorBoardLogger:
 
     # -- series ---------------------------------------------------------------------------
 
-    def _on_logged_iteration(self, trainer: Trainer) -> None:
-        """Every ``log_every`` iterations (a TRAINING_ITERATION_COMPLETED.every(log_every)
-        handler, added on rank 0 while training: the iterations between cost nothing), keep
-        the output with its wall time; write the kept ones every ``_BATCH``, and flush when
+    def ignite_every(self) -> dict[str, int | None]:
+        """The iteration hook runs every ``log_every`` iterations: the ones between cost nothing."""
+        return {"ignite_training_iteration_completed": self.log_every}
+
+    @hookimpl
+    def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
+        """Every ``log_every`` iterations (see :meth:`ignite_every`), on rank 0, keep the
+        output with its wall time; write the kept ones every ``_BATCH``, and flush when
         ``flush_secs`` have passed since the last flush."""
         writer = self._writer
         if writer is None:

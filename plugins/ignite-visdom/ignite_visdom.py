@@ -26,7 +26,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from ignite import EventHandle, TrainingEvents, hookimpl
+from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
 from ignite.monitor import epoch_means, learning_rates, tag
@@ -80,6 +80,9 @@ class VisdomLogger:
             Default 5.0.
     """
 
+    #: Among plugins (ignite.hookspecs): after the controllers decided, before the checkpoint.
+    ignite_phase = "log"
+
     def __init__(
         self,
         server: Optional[str] = None,
@@ -117,7 +120,6 @@ class VisdomLogger:
         # of the same trainer, append to it.
         self._plotted: set = set()
         self._sender: Optional[_Sender] = None
-        self._handle: Optional[EventHandle] = None
 
     @property
     def url(self) -> str:
@@ -137,11 +139,6 @@ class VisdomLogger:
         if is_main_process():
             self._sender = _Sender(self.server, self.port, self.env, self._plotted)
             self._sender.thread.start()
-            # An ad-hoc handler filtered by the trainer rather than a hookimpl: the iterations
-            # between cost nothing, and ranks other than 0 nothing at all.
-            self._handle = trainer.add_event_handler(
-                TrainingEvents.TRAINING_ITERATION_COMPLETED.every(self.log_every), self._on_training_iteration
-            )
 
     def _queue(self, prefix: str, x: float, value: Any) -> None:
         """Hand ``value`` to this run's sender, unless it has gone quiet or this is not rank 0."""
@@ -149,8 +146,13 @@ class VisdomLogger:
         if sender is not None and not sender.quiet:
             sender.items.append((prefix, x, value))  # atomic: the sender thread pops meanwhile
 
-    def _on_training_iteration(self, trainer: Trainer) -> None:
-        """Queue the training output (called every ``log_every`` iterations)."""
+    def ignite_every(self) -> dict[str, int | None]:
+        """The iteration hook runs every ``log_every`` iterations: the ones between cost nothing."""
+        return {"ignite_training_iteration_completed": self.log_every}
+
+    @hookimpl
+    def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
+        """Queue the training output (every ``log_every`` iterations; a no-op off rank 0)."""
         self._queue("training/iteration", trainer.current_iteration, trainer.training_history[-1])
 
     @hookimpl
@@ -175,9 +177,6 @@ class VisdomLogger:
         self._close()
 
     def _close(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.remove()
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.stop(self.flush_timeout)

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy
-import pluggy
 import pytest
 import torch
 
@@ -815,15 +814,22 @@ def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
         False,
         True,
     )
-    manager = pluggy.PluginManager("ignite")
-    manager.add_hookspecs(ignite.hookspecs)
-    manager.register(plugin, name="checkpoint")
-    assert manager.hook.ignite_training_iteration_completed.get_hookimpls() == []
-    assert [i.plugin_name for i in manager.hook.ignite_epoch_completed.get_hookimpls()] == ["checkpoint"]
-    with_iterations = Checkpoint(dirname=str(tmp_path), every_iterations=5)
+    with_iterations = Checkpoint(dirname=str(tmp_path / "iterations"), every_iterations=5)
     assert with_iterations.every_epochs is None
-    manager.register(with_iterations, name="checkpoint2")
-    assert len(manager.hook.ignite_training_iteration_completed.get_hookimpls()) == 1
+    calls = {}
+    for name, checkpoint in (("epochs", plugin), ("iterations", with_iterations)):
+        trainer = Trainer([1.0] * 3, lambda batch: batch, profile=True)
+        trainer.register_plugin(checkpoint, name=name)
+        trainer.run(4)  # 12 iterations
+        calls[name] = {
+            (r["event"], r["calls"]) for r in trainer.profile_report() if r["name"] == name and "COMPLETED" in r["event"]
+        }
+    # A hook with nothing to do is not registered: never called, not even to return.
+    assert calls["epochs"] == {("EPOCH_COMPLETED", 4), ("TRAINING_COMPLETED", 1)}
+    assert calls["iterations"] == {("TRAINING_ITERATION_COMPLETED", 2), ("TRAINING_COMPLETED", 1)}
+    assert [os.path.basename(path) for path in list_checkpoints(str(tmp_path / "iterations"))] == [
+        checkpoint_name(2, 5), checkpoint_name(4, 10)
+    ]
 
 
 def test_file_names_sort_like_progress():

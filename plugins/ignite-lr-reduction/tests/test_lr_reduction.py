@@ -390,11 +390,16 @@ def test_epoch_stepped_scheduler_and_no_per_iteration_hook():
     scheduler = StepLR(task.optimizer, step_size=1, gamma=0.5)
     trainer = task.trainer(optimizer=None, scheduler=[scheduler])
     plugin = trainer.plugins["lr_reduction"]
-    assert not hasattr(plugin, "ignite_training_iteration_completed")  # nothing added per iteration
+    assert plugin.ignite_every() == {"ignite_training_iteration_completed": None}  # nothing added per iteration
     trainer.run(max_epochs=4)
     assert [task.epoch_lrs[e] for e in range(1, 5)] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
-    iteration_plugin = LRReduction(scheduler=StepLR(task.optimizer, 1), scheduler_step="iteration")
-    assert hasattr(iteration_plugin, "ignite_training_iteration_completed")
+    # Registered, the per-iteration hook is called only when it has schedulers to step.
+    for step, calls in (("epoch", 0), ("iteration", 4)):
+        profiled = Trainer(task.training_data, task.update, profile=True)
+        profiled.register_plugin(LRReduction(scheduler=StepLR(task.optimizer, 1), scheduler_step=step), name="lr")
+        profiled.run(1)
+        rows = [r for r in profiled.profile_report() if r["event"] == "TRAINING_ITERATION_COMPLETED" and r["name"] == "lr"]
+        assert [(r["kind"], r["name"], r["calls"]) for r in rows] == ([("plugin", "lr", calls)] if calls else [])
 
 
 def test_plateau_reduction_together_with_an_iteration_scheduler(caplog):
