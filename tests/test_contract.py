@@ -3,10 +3,12 @@ order among plugins (``ignite_phase``, ``ignite_after``, ``ignite_before``)."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 
 import pytest
+import torch
 
 from ignite import PluginError, Trainer, TrainingEvents, hookimpl
 from ignite._cli import main
@@ -314,4 +316,76 @@ def test_wrappers_run_outermost_and_the_plain_hooks_inside_keep_the_declared_ord
     assert iterations == [
         ("wrap-in", 1), ("stopper", "iteration", 1), ("wrap-out", 1),
         ("wrap-in", 2), ("stopper", "iteration", 2), ("saver", "iteration", 2), ("wrap-out", 2),
+    ]
+
+
+# -- the standard plugins ---------------------------------------------------------------------
+
+
+def test_the_checkpoint_saves_what_the_controllers_decided_whatever_the_registration_order(tmp_path):
+    early_stopping = pytest.importorskip("ignite_early_stopping")
+    lr_reduction = pytest.importorskip("ignite_lr_reduction")
+    checkpoint = pytest.importorskip("ignite_checkpoint")
+    saved = {}
+    for order in itertools.permutations(("early_stopping", "lr_reduction", "checkpoint")):
+        weight = torch.nn.Parameter(torch.zeros(()))
+        optimizer = torch.optim.SGD([weight], lr=1.0)
+        folder = tmp_path / "-".join(order)
+        plugins = {
+            "early_stopping": early_stopping.EarlyStopping(patience=3, score_function=lambda t: 1.0),
+            "lr_reduction": lr_reduction.LRReduction(optimizer=optimizer, patience=0, factor=0.5, score_function=lambda t: 1.0),
+            "checkpoint": checkpoint.Checkpoint(dirname=str(folder), objects={"optimizer": optimizer}, keep=None),
+        }
+        trainer = Trainer([1.0], lambda batch: batch)
+        for name in order:
+            trainer.register_plugin(plugins[name], name=name)
+        trainer.run(4)  # a constant score: stops after epoch 4 (3 without improvement)
+        assert trainer.current_epoch == 4
+        rows = []
+        for path in checkpoint.list_checkpoints(str(folder)):
+            state = checkpoint.load_checkpoint(path)
+            rows.append(
+                (state["trainer"]["plugins"]["early_stopping"]["counter"], state["objects"]["optimizer"]["param_groups"][0]["lr"])
+            )
+        saved[order] = rows
+    # Each epoch's checkpoint holds that epoch's decisions (counter and learning rate).
+    assert set(map(tuple, saved.values())) == {((0, 1.0), (1, 0.5), (2, 0.25), (3, 0.125))}
+
+
+def test_standard_periodic_work_is_profiled_as_plugin_hooks_after_the_handlers(tmp_path):
+    tensorboard = pytest.importorskip("ignite_tensorboard")
+    progress = pytest.importorskip("ignite_progress")
+    trainer = Trainer([1.0] * 8, lambda batch: batch, profile=True)
+    logger = trainer.register_plugin(tensorboard.TensorBoardLogger(log_dir=str(tmp_path), log_every=4), name="tensorboard")
+    trainer.register_plugin(progress.ProgressBar(file=io.StringIO(), disable=False), name="progress")
+    seen: list = []
+
+    def watch(trainer):
+        seen.append(len(logger._pending))
+
+    trainer.add_event_handler(E.TRAINING_ITERATION_COMPLETED, watch)
+    trainer.run(2)
+    rows = {
+        (row["kind"], row["name"]): row["calls"]
+        for row in trainer.profile_report()
+        if row["event"] == "TRAINING_ITERATION_COMPLETED"
+    }
+    assert rows[("plugin", "tensorboard")] == 4  # iterations 4, 8, 12, 16
+    assert ("plugin", "progress") in rows
+    # The only handler is the test's: no plugin work is profiled as a handler any more.
+    assert [(kind, calls) for (kind, name), calls in rows.items() if kind != "plugin"] == [("handler", 16)]
+    # The handler runs before the plugin: at iteration 4 it still sees nothing pending.
+    assert seen[:5] == [0, 0, 0, 0, 1]
+
+
+def test_an_exception_in_tensorboards_periodic_hook_names_it(tmp_path):
+    tensorboard = pytest.importorskip("ignite_tensorboard")
+    trainer = Trainer([1.0] * 4, lambda batch: batch)
+    logger = trainer.register_plugin(tensorboard.TensorBoardLogger(log_dir=str(tmp_path), log_every=2), name="tensorboard")
+    trainer.add_event_handler(E.TRAINING_STARTED, lambda t: setattr(logger, "_pending", None))
+    with pytest.raises(AttributeError) as info:
+        trainer.run(1)
+    assert trainer.current_iteration == 2
+    assert info.value.__notes__ == [
+        "raised in hook ignite_training_iteration_completed of plugin 'tensorboard' from registered in code"
     ]
