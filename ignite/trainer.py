@@ -600,7 +600,8 @@ class Trainer:
         that order and each only when its period says so."""
         manager, name = self._plugin_manager, event.hook_name
         names = "+".join(impl.plugin_name for impl in ordered)
-        # pluggy calls its list from the end: reversed, so that it calls them in our order.
+        # pluggy calls its list from the end: reversed, so that it calls them in our order. Its
+        # HookCaller has no public call with a given order; _hookexec is the path it calls itself.
         entries = [(self._periods.get((impl.plugin_name, name), 1), impl) for impl in reversed(ordered)]
         entries = [(n, impl) for n, impl in entries if n is not None]
         if event is TrainingEvents.EXCEPTION_RAISED:

@@ -295,7 +295,7 @@ def test_update_output_tensor_with_graph_is_stored_without_graph():
     assert isinstance(extra["vec"], torch.Tensor) and not extra["vec"].requires_grad and extra["vec"].grad_fn is None
 
 
-def test_plugin_order_follows_pluggy_and_wrappers_still_work():
+def test_tryfirst_trylast_and_wrappers_still_order_plugin_hooks():
     log: list[str] = []
 
     class First:
