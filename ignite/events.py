@@ -53,7 +53,8 @@ class TrainingEvents(enum.Enum):
       ``trylast`` hooks; within each, by the plugins' ``ignite_phase`` (observe, decide, log,
       checkpoint), then their ``ignite_after``/``ignite_before``, then plugin name (see
       :mod:`ignite.hookspecs`). A hook given a period by its plugin's ``ignite_every`` runs,
-      when due, in that same place.
+      when due, in that same place. On an event where a plugin has a hookwrapper, pluggy's
+      own order applies instead (its call takes no order from outside).
     """
 
     TRAINING_STARTED = "training_started"

@@ -47,8 +47,10 @@ then by ``ignite_after = ("early_stopping",)`` / ``ignite_before = (...)`` (plug
 names not installed are ignored), then by plugin name: never by install order. A cycle, or a
 declaration against the phases, is a :class:`ignite.PluginError` naming the plugins at
 registration. ``tryfirst``/``trylast`` on a hookimpl still put that one hook before/after
-the others of its event, and hookwrappers wrap them all. ``ignite plugins`` prints the
-resolved order per event.
+the others of its event. A hookwrapper needs pluggy's own call, which takes no order from
+outside: on an event where a plugin has one, pluggy orders that event's hooks (``tryfirst``/
+``trylast``, then the last registered first); periods still apply. ``ignite plugins`` prints
+the resolved order per event.
 
 ``__init__`` should only check options: open files and connections at TRAINING_STARTED, so
 that ``ignite plugins`` can construct every plugin cheaply to report its status.

@@ -316,6 +316,18 @@ def _check_state_format(state: Any) -> None:
     raise ValueError(f"not a Trainer state (format {_STATE_FORMAT!r} expected, found {shown})")
 
 
+def _direct_call(impl: Any, event: TrainingEvents) -> Callable[..., Any]:
+    """The hook implementation as the loop calls it, with the arguments it names (a subset of
+    its spec's: pluggy lets a hook take fewer)."""
+    function = impl.function
+    if event is TrainingEvents.EXCEPTION_RAISED:
+        names = tuple(impl.argnames)
+        return lambda trainer, exception: function(
+            **{key: value for key, value in (("trainer", trainer), ("exception", exception)) if key in names}
+        )
+    return function if impl.argnames else _ignore_trainer(function)
+
+
 def _ignore_trainer(function: Callable[[], Any]) -> Callable[[Any], Any]:
     return lambda trainer: function()
 
@@ -582,41 +594,35 @@ class Trainer:
             return []
         ordered = _plugins.call_order(impls, event.hook_name)
         periods = self._periods
-        if event is TrainingEvents.EXCEPTION_RAISED or any(impl.hookwrapper or impl.wrapper for impl in impls):
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
             return [self._through_pluggy(event, ordered)]
-        # Plain implementations are called directly: a bound method taking the trainer costs a
-        # call, pluggy's machinery ~1 us.
+        # Plain implementations are called directly, each on its own (a failing EXCEPTION_RAISED
+        # hook does not stop the others): a bound method taking the trainer costs a call,
+        # pluggy's machinery ~1 us.
         return [
-            (
-                impl.plugin_name,
-                periods.get((impl.plugin_name, event.hook_name), 1),
-                impl.function if impl.argnames else _ignore_trainer(impl.function),
-            )
+            (impl.plugin_name, periods.get((impl.plugin_name, event.hook_name), 1), _direct_call(impl, event))
             for impl in ordered
         ]
 
     def _through_pluggy(self, event: TrainingEvents, ordered: list[Any]) -> tuple[str, int, Callable[..., Any]]:
-        """One callable running ``ordered`` through pluggy (wrappers need its machinery), in
-        that order and each only when its period says so."""
+        """One callable running the event's hooks through pluggy's public call, which wrappers
+        need: pluggy orders them then (tryfirst/trylast, then the last registered first);
+        periods still apply, through a caller without the plugins not due."""
         manager, name = self._plugin_manager, event.hook_name
+        hook = getattr(manager.hook, name)
         names = "+".join(impl.plugin_name for impl in ordered)
-        # pluggy calls its list from the end: reversed, so that it calls them in our order. Its
-        # HookCaller has no public call with a given order; _hookexec is the path it calls itself.
-        entries = [(self._periods.get((impl.plugin_name, name), 1), impl) for impl in reversed(ordered)]
-        entries = [(n, impl) for n, impl in entries if n is not None]
+        periodic = {
+            impl.plugin_name: n for impl in ordered if (n := self._periods.get((impl.plugin_name, name), 1)) != 1
+        }
+
+        def caller(count: int) -> Any:
+            skipped = [manager.get_plugin(p) for p, n in periodic.items() if n is None or count % n]
+            return manager.subset_hook_caller(name, skipped) if skipped else hook
+
         if event is TrainingEvents.EXCEPTION_RAISED:
-            impls = [impl for _, impl in entries]
-            return names, 1, lambda trainer, exception: manager._hookexec(
-                name, impls, {"trainer": trainer, "exception": exception}, False
-            )
+            return names, 1, lambda trainer, exception: caller(0)(trainer=trainer, exception=exception)
         counter = COUNTER.get(event)
-
-        def call(trainer: Trainer) -> None:
-            count = getattr(trainer, counter) if counter is not None else 0
-            due = [impl for n, impl in entries if n == 1 or count % n == 0]
-            manager._hookexec(name, due, {"trainer": trainer}, False)
-
-        return names, 1, call
+        return names, 1, lambda trainer: caller(getattr(trainer, counter) if counter is not None else 0)(trainer=trainer)
 
     def set_period(self, plugin: Any, hook: str, n: int | None) -> None:
         """From the next time its event fires, call ``hook`` (e.g.

@@ -298,7 +298,7 @@ def test_a_bad_order_declaration_is_refused(attributes, message):
         Trainer([1.0], lambda batch: batch).register_plugin(plugin, name="bad")
 
 
-def test_wrappers_run_outermost_and_the_plain_hooks_inside_keep_the_declared_order_and_periods():
+def test_with_a_wrapper_pluggy_orders_the_event_and_periods_still_apply():
     log: list = []
 
     class Wrapper:
@@ -309,14 +309,41 @@ def test_wrappers_run_outermost_and_the_plain_hooks_inside_keep_the_declared_ord
             log.append(("wrap-out", trainer.current_iteration))
 
     trainer = Trainer([1.0, 2.0], lambda batch: batch)
-    for name, declared in [("saver", dict(phase="checkpoint", every=2)), ("stopper", dict(phase="decide")), ("wrapper", None)]:
+    # Registered so that pluggy's order (the last registered first) is not the declared one:
+    # wrappers need pluggy's machinery, which takes no order from outside.
+    for name, declared in [("stopper", dict(phase="decide")), ("saver", dict(phase="checkpoint", every=2)), ("wrapper", None)]:
         trainer.register_plugin(Wrapper() if declared is None else _phased(name, log, **declared), name=name)
     trainer.run(1)
     iterations = [entry for entry in log if len(entry) != 2 or entry[0].startswith("wrap")]
     assert iterations == [
         ("wrap-in", 1), ("stopper", "iteration", 1), ("wrap-out", 1),
-        ("wrap-in", 2), ("stopper", "iteration", 2), ("saver", "iteration", 2), ("wrap-out", 2),
+        ("wrap-in", 2), ("saver", "iteration", 2), ("stopper", "iteration", 2), ("wrap-out", 2),
     ]
+
+
+def test_a_failing_exception_hook_does_not_stop_another_plugins():
+    closed = []
+
+    class Failing:
+        @hookimpl
+        def ignite_exception_raised(self, exception):
+            raise RuntimeError("cannot close")
+
+    class Closing:
+        @hookimpl
+        def ignite_exception_raised(self, trainer):
+            closed.append(trainer.current_iteration)
+
+    def update(batch):
+        raise ValueError("boom")
+
+    trainer = Trainer([1.0], update)
+    trainer.register_plugin(Closing(), name="z_closing")  # called after the failing one (same phase: by name)
+    trainer.register_plugin(Failing(), name="a_failing")
+    with pytest.raises(RuntimeError, match="cannot close") as raised:
+        trainer.run(1)
+    assert closed == [1] and isinstance(raised.value.__context__, ValueError)
+    assert any("plugin 'a_failing'" in note for note in raised.value.__notes__)
 
 
 # -- the standard plugins ---------------------------------------------------------------------
