@@ -238,11 +238,8 @@ def _atomic_write(data: Any, path: str, directory_fd: int | None) -> None:
     temporary file, fsynced, renamed over ``path``, and the folder fsynced through
     ``directory_fd`` (see :func:`_open_directory`; None where folders cannot be opened).
 
-    Plain ``os`` calls, one system call each: on the writer thread, each of them gives the
-    GIL away and takes it back, and each time it takes it back the training thread may have
-    to wait for it. ``open()`` with a buffered file and a folder opened per save made 11 such
-    calls a checkpoint (strace), these make 6. In two measurements, the training thread then
-    waited 3.8 and 5.5 times a save (voluntary context switches) instead of 6.2 and 6.5."""
+    Plain ``os`` calls, as few as can do it: each system call on the writer thread gives the
+    GIL away and back, and the training thread may wait each time (benchmarks/README.md)."""
     dirname = os.path.dirname(path) or "."
     temporary = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{os.getpid()}{_TEMPORARY_SUFFIX}")
     try:
@@ -269,7 +266,7 @@ def _atomic_write(data: Any, path: str, directory_fd: int | None) -> None:
 class _HostBuffers:
     """Host memory that snapshots copy tensors into, reused by the next save of the same sizes:
     pinned (page-locked) for device tensors, so their copies are asynchronous, and plain for CPU
-    tensors (a copy into a buffer already touched costs ~3 ms for 64 MB, a clone ~16 ms). It
+    tensors (a copy into a buffer already touched is several times faster than a clone). It
     holds one save's buffers at a time; :meth:`release` drops them at the run's end.
 
     Only the training thread uses it, and only once the previous save's writer is done with
@@ -439,8 +436,7 @@ class _BackgroundWriter:
     end of a run) also ends the thread.
 
     The thread lives from the first save to ``close()``: a thread started per save made the
-    training thread wait for the GIL the new thread took at once (~2 ms a save, measured when
-    that thread also serialized; ~75 us to start and join an idle thread in a loop).
+    training thread wait for the GIL that the new thread took at once (benchmarks/README.md).
     """
 
     def __init__(self, dirname: str) -> None:
