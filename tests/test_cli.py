@@ -14,6 +14,8 @@ import pytest
 from ignite import PluginError, Trainer
 from ignite._cli import main
 
+from .test_plugins import WRONG_ARGUMENT, WRONG_HOOK
+
 GOOD = """
     from ignite import hookimpl
 
@@ -76,25 +78,6 @@ def test_a_plugin_that_exits_on_import_is_listed_as_failed(make_distribution):
         "Fix or uninstall it, or disable it with Trainer(..., plugins={'quits': False}) or IGNITE_DISABLE_PLUGINS=quits.\n"
     ) in result.stdout
     assert "good  (ignite-good 1.0, good_mod:Plugin)\n    status: active\n" in result.stdout
-
-
-WRONG_ARGUMENT = """
-    from ignite import hookimpl
-
-    class Plugin:
-        @hookimpl
-        def ignite_epoch_completed(self, trainr):
-            pass
-"""
-
-WRONG_HOOK = """
-    from ignite import hookimpl
-
-    class Plugin:
-        @hookimpl
-        def ignite_epoch_complete(self, trainer):
-            pass
-"""
 
 
 def test_plugins_a_trainer_refuses_are_listed_as_failed_with_the_trainer_s_message(make_distribution):

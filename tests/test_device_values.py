@@ -18,6 +18,8 @@ from ignite import History, Trainer, TrainingEvents
 from ignite import trainer as trainer_module
 from ignite.history import scalars, scalars_of
 
+from .test_state import stopped_and_resumed
+
 E = TrainingEvents
 Pair = collections.namedtuple("Pair", "loss accuracy")
 
@@ -284,27 +286,9 @@ def make_run():
 
 
 def test_resume_mid_epoch_with_tensor_outputs_is_bit_for_bit(tmp_path):
-    reference, reference_model, _ = make_run()
-    reference.run(3)
-
-    interrupted, model, optimizer = make_run()
-    saved = {}
-
-    def stop(trainer):
-        if trainer.current_iteration == 7:
-            path = tmp_path / "state.pt"
-            torch.save((trainer.state_dict(), model.state_dict(), optimizer.state_dict()), path)
-            saved["state"] = torch.load(path, weights_only=True)
-            trainer.terminate()
-
-    interrupted.add_event_handler(E.TRAINING_ITERATION_COMPLETED, stop)
-    interrupted.run(3)
-    resumed, model, optimizer = make_run()
-    trainer_state, model_state, optimizer_state = saved["state"]
-    model.load_state_dict(model_state)
-    optimizer.load_state_dict(optimizer_state)
-    resumed.load_state_dict(trainer_state)
-    resumed.run(3)
+    reference, reference_model, resumed, model = stopped_and_resumed(
+        make_run, tmp_path, lambda trainer: trainer.current_iteration == 7
+    )
     for expected, got in zip(reference_model.parameters(), model.parameters()):
         assert torch.equal(expected, got)
     assert [v["loss"] for v in resumed.training_history] == [v["loss"] for v in reference.training_history]

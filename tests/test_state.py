@@ -58,6 +58,35 @@ def round_trip(state, tmp_path):
     return torch.load(path, weights_only=True)
 
 
+def stopped_and_resumed(make, tmp_path, stop_when, event=TrainingEvents.TRAINING_ITERATION_COMPLETED, epochs=3):
+    """``make()`` run for ``epochs`` without a stop (the reference), and run again stopped where
+    ``stop_when(trainer)`` first holds at ``event``, its trainer, model and optimizer states saved
+    and read back weights-only, then continued to ``epochs`` by a fresh ``make()``. Returns
+    (reference, its model, the resumed trainer, its model)."""
+    reference, reference_model, _ = make()
+    reference.run(epochs)
+
+    interrupted, model, optimizer = make()
+    saved = {}
+
+    def stop(trainer):
+        if not saved and stop_when(trainer):
+            saved["state"] = round_trip(snapshot(trainer, model, optimizer), tmp_path)
+            trainer.terminate()
+
+    interrupted.add_event_handler(event, stop)
+    interrupted.run(epochs)
+    assert saved, "the interruption point was never reached"
+
+    resumed, model, optimizer = make()
+    trainer_state, model_state, optimizer_state = saved["state"]
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(optimizer_state)
+    resumed.load_state_dict(trainer_state)
+    resumed.run(epochs)
+    return reference, reference_model, resumed, model
+
+
 @pytest.mark.parametrize(
     "event, when",
     [
@@ -70,28 +99,11 @@ def round_trip(state, tmp_path):
     ],
 )
 def test_resume_equals_uninterrupted(event, when, tmp_path):
-    reference, reference_model, _ = make_run()
-    reference.run(3)
-
-    interrupted, model, optimizer = make_run()
-    saved = {}
-
-    def stop(trainer):
+    def stop_when(trainer):
         counter = trainer.current_epoch if event is not TrainingEvents.TRAINING_ITERATION_COMPLETED else trainer.current_iteration
-        if counter == when and not saved:
-            saved["state"] = round_trip(snapshot(trainer, model, optimizer), tmp_path)
-            trainer.terminate()
+        return counter == when
 
-    interrupted.add_event_handler(event, stop)
-    interrupted.run(3)
-    assert saved, "the interruption point was never reached"
-
-    resumed, model, optimizer = make_run()
-    trainer_state, model_state, optimizer_state = saved["state"]
-    model.load_state_dict(model_state)
-    optimizer.load_state_dict(optimizer_state)
-    resumed.load_state_dict(trainer_state)
-    resumed.run(3)
+    reference, reference_model, resumed, model = stopped_and_resumed(make_run, tmp_path, stop_when, event)
 
     for expected, got in zip(reference_model.parameters(), model.parameters()):
         assert torch.equal(expected, got)

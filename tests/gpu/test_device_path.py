@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 from ignite import Trainer, TrainingEvents  # noqa: E402
 
+from ..test_state import stopped_and_resumed  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 E = TrainingEvents
@@ -179,28 +181,9 @@ def make_run():
 
 @pytest.mark.parametrize("stop_at", [4, 10, 17])  # mid-epoch, last batch, the next epoch
 def test_exact_resume_on_cuda_with_dropout_and_deterministic_algorithms(stop_at, deterministic, tmp_path):
-    reference, reference_model, _ = make_run()
-    reference.run(3)
-
-    interrupted, model, optimizer = make_run()
-    saved = {}
-
-    def stop(trainer):
-        if trainer.current_iteration == stop_at and not saved:
-            path = tmp_path / "state.pt"
-            torch.save((trainer.state_dict(), model.state_dict(), optimizer.state_dict()), path)
-            saved["state"] = torch.load(path, weights_only=True)
-            trainer.terminate()
-
-    interrupted.add_event_handler(E.TRAINING_ITERATION_COMPLETED, stop)
-    interrupted.run(3)
-
-    resumed, model, optimizer = make_run()
-    trainer_state, model_state, optimizer_state = saved["state"]
-    model.load_state_dict(model_state)
-    optimizer.load_state_dict(optimizer_state)
-    resumed.load_state_dict(trainer_state)
-    resumed.run(3)
+    reference, reference_model, resumed, model = stopped_and_resumed(
+        make_run, tmp_path, lambda trainer: trainer.current_iteration == stop_at
+    )
     for expected, got in zip(reference_model.parameters(), model.parameters()):
         assert torch.equal(expected, got)
     assert list(resumed.training_history) == list(reference.training_history)
