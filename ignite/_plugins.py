@@ -617,6 +617,23 @@ def instantiate(
     return record
 
 
+# One vocabulary for the options of every plugin; the names it replaced, refused with a pointer.
+OPTION_VOCABULARY = (
+    "an output folder is 'dir', a stream 'file'; a period is 'every_iterations' or 'every_epochs'; "
+    "a duration ends in '_secs'"
+)
+RENAMED_OPTIONS = {
+    "dirname": "dir",
+    "log_dir": "dir",
+    "logdir": "dir",
+    "path": "dir",
+    "log_every": "every_iterations",
+    "refresh_every": "every_iterations",
+    "every": "every_iterations",
+    "flush_timeout": "flush_timeout_secs",
+}
+
+
 def _unknown_option(cls: type, options: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first option ``cls`` does not take and the message saying so, or None."""
     try:
@@ -628,8 +645,11 @@ def _unknown_option(cls: type, options: Mapping[str, Any]) -> tuple[str, str] | 
     accepted = [n for n, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for option in options:
         if option not in accepted:
-            close = difflib.get_close_matches(option, accepted, n=1)
+            renamed = RENAMED_OPTIONS.get(option)
+            close = [renamed] if renamed in accepted else difflib.get_close_matches(option, accepted, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
+            if renamed in accepted:
+                hint += f" ({option!r} was renamed in 0.1: {OPTION_VOCABULARY})"
             return option, f"has no option {option!r}.{hint} Its options: {', '.join(accepted) or 'none'}"
     return None
 

@@ -390,6 +390,9 @@ class Trainer:
         self.validation_data = validation_data
         self.training_history = History()
         self.validation_history = History()
+        # The newest value of each metric, by name, set by metric plugins (ignite-metrics) when
+        # they compute one; loggers log what is here at EPOCH_COMPLETED, controllers can score on it.
+        self.metrics: dict[str, float] = {}
         self.current_iteration = 0
         self.current_epoch = 0
         self.max_epochs: int | None = None
@@ -710,6 +713,7 @@ class Trainer:
                 drop_last_run=self._phase == "validation", name="validation_history"
             ),
             "position": position,
+            "metrics": dict(self.metrics),
             "rng": _rng.storable(rng),
             "plugins": {
                 name: encode(record.plugin.state_dict(), f"the state_dict() of plugin {name!r}")
@@ -754,6 +758,7 @@ class Trainer:
                 raise ValueError(f"position {position!r} is not one inside an epoch")
             if not isinstance(plugin_states, Mapping) or not {"torch", "python"} <= set(rng):
                 raise ValueError("its 'plugins' or 'rng' entry is malformed")
+            metrics = {str(name): float(value) for name, value in state.get("metrics", {}).items()}
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"cannot restore this Trainer state: {type(error).__name__}: {error}") from None
         before = _rng.get_states()
@@ -780,6 +785,7 @@ class Trainer:
             _rng.set_states(before)
             raise
         self.current_epoch, self.current_iteration = epoch, iteration
+        self.metrics = metrics
         self._phase, self._partial_validation_run = "between", False
         # Into the same objects (validated above, so this cannot fail): plugins and handlers may hold them.
         self.training_history.load_state_dict(state["training_history"])

@@ -88,6 +88,18 @@ def test_unknown_option_names_plugin_and_its_options(make_distribution):
     assert "has no option 'stpe'. Did you mean 'step'? Its options: step, label" in message
 
 
+def test_a_former_option_name_points_to_the_one_vocabulary(make_distribution):
+    source = "class Logger:\n    def __init__(self, dir=None, every_iterations=1):\n        pass\n"
+    make_distribution("ignite-vocab", "1.0", {"vocab": "vocab_mod:Logger"}, "vocab_mod", source)
+    with pytest.raises(PluginError) as info:
+        trainer(plugins={"vocab": {"log_every": 5}})
+    message = str(info.value)
+    assert "has no option 'log_every'. Did you mean 'every_iterations'?" in message
+    assert "'log_every' was renamed in 0.1" in message and "a period is 'every_iterations'" in message
+    with pytest.raises(PluginError, match=r"has no option 'dirname'. Did you mean 'dir'\?"):
+        trainer(plugins={"vocab": {"dirname": "out"}})
+
+
 def test_import_failure_names_entry_point_distribution_version_cause_and_remedy(make_distribution):
     make_distribution("ignite-broken", "0.9", {"broken": "broken_mod:Plugin"}, "broken_mod", "import not_a_module_xyz\n")
     with pytest.raises(PluginError) as info:

@@ -318,3 +318,17 @@ def test_a_plugin_failing_to_restore_rolls_back_the_plugins_restored_before_it()
         trainer.load_state_dict(saved.state_dict())
     assert "while restoring the state of plugin 'second'; nothing was restored" in raised.value.__notes__
     _unchanged(trainer, history, rng)
+
+
+def test_metrics_travel_with_the_state_and_an_older_state_without_them_loads():
+    t = Trainer([1, 2], lambda batch: float(batch))
+    t.run(1)
+    t.metrics["accuracy"] = 0.75
+    state = copy.deepcopy(t.state_dict())
+    resumed = Trainer([1, 2], lambda batch: float(batch))
+    resumed.load_state_dict(state)
+    assert resumed.metrics == {"accuracy": 0.75}
+    del state["metrics"]
+    older = Trainer([1, 2], lambda batch: float(batch))
+    older.load_state_dict(state)
+    assert older.metrics == {}
