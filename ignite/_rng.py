@@ -16,8 +16,7 @@ except ImportError:  # pragma: no cover - numpy is optional
 
 def get_states() -> dict[str, Any]:
     """The states of torch's CPU (and CUDA, when in use), Python's and NumPy's global RNGs, as
-    they return them (~30 us, most of it NumPy's): taken at every epoch's start, and only
-    turned into tensors by :func:`storable` when a state is saved."""
+    they return them: taken at every epoch's start, so kept cheap, and only turned into tensors by :func:`storable` when a state is saved."""
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -31,8 +30,8 @@ def storable(states: dict[str, Any]) -> dict[str, Any]:
     form are returned as they are)."""
     version, internal, gauss = states["python"]
     if not isinstance(internal, torch.Tensor):
-        # Its 625 ints as one tensor: pickled one by one, they made torch.save ~0.3 ms slower.
-        # Through an array: torch.tensor() of the tuple takes ~55 us, this ~13 us.
+        # Its 625 ints as one tensor (pickled one by one they slow torch.save), through an array,
+        # the fastest way in (benchmarks/README.md).
         states = {**states, "python": (version, torch.frombuffer(array("q", internal), dtype=torch.int64), gauss)}
     if "numpy" in states and not isinstance(states["numpy"][1], torch.Tensor):
         kind, keys, position, has_gauss, cached = states["numpy"]

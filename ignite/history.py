@@ -231,13 +231,13 @@ _FLOAT = frozenset((float,))
 
 
 def _all_floats(values: MutableSequence[Any]) -> bool:
-    # Checked at C speed (~10x faster than all() over a generator: ~10 us for 2,000 values).
+    # Checked at C speed, not by all() over a generator (benchmarks/README.md).
     return type(values) is array or _FLOAT.issuperset(map(type, values))
 
 
 def _numeric_means(values: MutableSequence[Any]) -> dict[str, float]:
     if values and _all_floats(values):
-        return {"": math.fsum(values) / len(values)}  # the usual case, ~100x faster
+        return {"": math.fsum(values) / len(values)}  # the usual case, and the fast path
     # Every one-element tensor of the run read at once: one copy per device, not one per value.
     converted = _to_host(values, move_large=False)
     sums: dict[str, float] = {}
@@ -297,7 +297,7 @@ class History(Sequence):
         # The trainer calls this once per iteration: a bound C method, no Python frame.
         self.append: Callable[[Any], None] = self._chunks[-1].append
         # The last run_means(): (the run's chunk, its length then, the means). Several plugins
-        # ask for the same epoch's means (~50 us for 2,000 values); a run only grows, by
+        # ask for the same epoch's means; a run only grows, by
         # append, so the same chunk at the same length has the same values.
         self._means: tuple[MutableSequence[Any], int, dict[str, float]] | None = None
         # The run last ended, its length then and whether it held floats only: ending it again
@@ -322,7 +322,7 @@ class History(Sequence):
         ended = self._ended
         if ended is not None and ended[0] is chunk and ended[1] == len(chunk):
             return ended[2]
-        # One scan at C speed (~12 us for 1,000 floats), done once per run: start_run reuses it.
+        # One scan at C speed, done once per run: start_run reuses it.
         floats = bool(chunk) and _all_floats(chunk)
         if not floats and chunk:
             converted = _to_host(chunk, move_large=True)
@@ -383,8 +383,8 @@ class History(Sequence):
         """
         chunks = self._chunks[:-1] if drop_last_run and len(self._chunks) > 1 else self._chunks
         chunks = _chunks_on_host(chunks)
-        # One tensor for all float runs: torch.save pickles a list item by item through a
-        # Python callback each (~0.5 us a value), and costs ~10-20 us a tensor besides.
+        # One tensor for all float runs: torch.save pickles a list item by item, through a
+        # Python callback each, and each tensor has a fixed cost besides (benchmarks/README.md).
         floats = array("d")
         entries: list[Any] = []
         for index, chunk in enumerate(chunks):

@@ -20,14 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["GLOO_TEARDOWN_ABORT", "cuda_regression", "is_gloo_teardown_abort", "run_ranks", "run_without_host_syncs"]
 
-#: What a rank prints when gloo aborts it (SIGABRT) while the process ends, its work done. On the
-#: development machine (torch 2.13, 2 cores shared with other work, 27 November) a plain DDP script
-#: without ignite, ``python benchmarks/gloo_teardown.py --launches 30 --variants VARIANT``, aborted
-#: in 2 of 150 two-rank launches (1.3%; 95% interval 0.2-4.7%): 1/30 ending with
-#: ``destroy_process_group()`` on a ``file://`` store, 1/30 on a TCPStore, 0/30 in a second
-#: ``destroy_process_group()`` run, 0/30 without ``destroy_process_group()``, 0/30 with an
-#: asynchronous all-reduce left pending. At that rate no order of shutdown can be shown to avoid
-#: it in minutes of launches; the earlier figures (3/15, "~5%") came from fewer launches.
+#: What a rank prints when gloo aborts it (SIGABRT) while the process ends, its work done: it
+#: happens to plain DDP scripts without ignite too, in any shutdown order tried
+#: (``benchmarks/gloo_teardown.py``; its rates are in benchmarks/README.md).
 GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
 
 
