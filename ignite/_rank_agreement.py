@@ -39,7 +39,7 @@ def facts(trainer: Trainer) -> dict[str, Any]:
     plugins = tuple(
         sorted((name, record.origin) for name, record in trainer._plugin_records.items() if record.status == "active")
     )
-    vote = trainer._stop_vote
+    vote = trainer._dispatch.stop_vote
     return {
         "ignite": __version__,
         "plugins": plugins,

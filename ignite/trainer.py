@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import cmath
-import dataclasses
-import decimal
 import inspect
 import logging
-import math
-import numbers
 import re
-import sys
 import time
-from collections.abc import Iterable, Iterator as IteratorABC, Mapping
+from collections.abc import Iterable, Mapping
+from collections.abc import Iterator as IteratorABC
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
-import torch
-
 from . import _plugins, _rank_agreement, _rng, distributed
+from ._dispatch import INDEX as _INDEX
+from ._dispatch import Dispatch, EventHandle
+from ._nan_guard import NanGuard
 from ._profile import Profiler
 from ._stop_vote import StopVote
 from .events import COUNTER, PeriodicEvent, TrainingEvents
@@ -29,106 +25,12 @@ __all__ = ["EventHandle", "Trainer", "TrainingEvents"]
 
 logger = logging.getLogger("ignite")
 
-_EVENTS = tuple(TrainingEvents)
-_INDEX = {event: index for index, event in enumerate(_EVENTS)}
 _TRAIN_STARTED = _INDEX[TrainingEvents.TRAINING_ITERATION_STARTED]
 _TRAIN_COMPLETED = _INDEX[TrainingEvents.TRAINING_ITERATION_COMPLETED]
 _VALID_STARTED = _INDEX[TrainingEvents.VALIDATION_ITERATION_STARTED]
 _VALID_COMPLETED = _INDEX[TrainingEvents.VALIDATION_ITERATION_COMPLETED]
 _END = object()
-# An int: comparing the iteration count with a float costs the loop ~10 ns more.
-_NEVER = sys.maxsize
 _STATE_FORMAT = "ignite.Trainer/1"
-
-
-class EventHandle:
-    """What :meth:`Trainer.add_event_handler` returns: call :meth:`remove` to detach the handler."""
-
-    __slots__ = ("event", "handler", "args", "kwargs", "_every", "_trainer")
-
-    def __init__(
-        self, trainer: Trainer, event: TrainingEvents, handler: Callable[..., Any], args: tuple, kwargs: dict, every: int
-    ):
-        self._trainer = trainer
-        self.event = event
-        self.handler = handler
-        self.args = args
-        self.kwargs = kwargs
-        self._every = every
-
-    @property
-    def every(self) -> int:
-        """The handler is called when the event's counter is a multiple of this (1: always).
-        Settable, e.g. by a handler that adapts how often it runs; effective from the next
-        time the event fires."""
-        return self._every
-
-    @every.setter
-    def every(self, n: int) -> None:
-        if n != self._every:
-            self._every = self.event.every(n).every  # checked as TrainingEvents.every checks it
-            self._trainer._rebuild_callbacks(self.event)
-
-    @property
-    def name(self) -> str:
-        """The handler's qualified name, as the profiler reports it."""
-        return getattr(self.handler, "__qualname__", None) or repr(self.handler)
-
-    def remove(self) -> None:
-        """Detach the handler; removing twice is harmless."""
-        self._trainer._remove_handle(self)
-
-    def _callable(self) -> Callable[..., Any]:
-        handler, args, kwargs = self.handler, self.args, self.kwargs
-        if not args and not kwargs:
-            return handler
-        if self.event is TrainingEvents.EXCEPTION_RAISED:
-            return lambda trainer, exception: handler(trainer, exception, *args, **kwargs)
-        return lambda trainer: handler(trainer, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        every = f".every({self._every})" if self._every > 1 else ""
-        return f"<EventHandle {self.event.name}{every}: {self.name}>"
-
-
-class _Periodic:
-    """All the TRAINING_ITERATION_COMPLETED callbacks, in order, each with its period n (1:
-    every iteration): ``every(n)`` handlers and plugin hooks given a period by ``ignite_every``.
-    The loop compares the iteration with ``due`` and calls this only then, instead of the
-    event's every-iteration callbacks: an iteration on which none is due costs one comparison,
-    not a call per periodic callback (~0.2 us each between training steps)."""
-
-    __slots__ = ("entries", "due")
-
-    def __init__(self) -> None:
-        self.entries: tuple[tuple[int, Callable[..., Any]], ...] = ()
-        self.due: int = _NEVER
-
-    def set(self, entries: list[tuple[int, Callable[..., Any]]], iteration: int) -> None:
-        self.entries = tuple(entries)
-        self.schedule(iteration)
-
-    def schedule(self, iteration: int) -> None:
-        """Due at the first multiple of any period above 1 after ``iteration``."""
-        self.due = min(((iteration // n + 1) * n for n, _ in self.entries if n > 1), default=_NEVER)
-
-    def __call__(self, trainer: Trainer) -> None:
-        iteration = trainer.current_iteration
-        for n, call in self.entries:
-            if n == 1 or iteration % n == 0:
-                call(trainer)
-        self.schedule(iteration)
-
-
-def _every_nth(counter: str, n: int, call: Callable[..., Any]) -> Callable[..., Any]:
-    """``call``, called only when the trainer's ``counter`` is a multiple of ``n`` (the events
-    other than TRAINING_ITERATION_COMPLETED, where _Periodic does it)."""
-
-    def every_nth(trainer: Trainer) -> None:
-        if getattr(trainer, counter) % n == 0:
-            call(trainer)
-
-    return every_nth
 
 
 def _check_data(name: str, data: Any) -> None:
@@ -147,151 +49,6 @@ def _check_data(name: str, data: Any) -> None:
 def _check_callable(name: str, function: Any) -> None:
     if not callable(function):
         raise TypeError(f"{name} must be callable (a function of one batch); got {type(function).__name__}")
-
-
-def _non_finite(value: Any, on_device: list[torch.Tensor] | None = None) -> bool:
-    """Whether ``value`` holds a NaN or an infinity, in any number type or container. With
-    ``on_device``, floating tensors on an accelerator are appended to it instead of read."""
-    if type(value) is float:
-        return not math.isfinite(value)
-    if isinstance(value, torch.Tensor):
-        if not (value.is_floating_point() or value.is_complex()):
-            return False
-        if on_device is not None and value.device.type in _ASYNC_DEVICES:
-            on_device.append(value)
-            return False
-        return not bool(torch.isfinite(value).all())
-    if isinstance(value, (bool, numbers.Integral)):
-        return False
-    if isinstance(value, decimal.Decimal):
-        return not value.is_finite()
-    if isinstance(value, numbers.Complex):  # floats and complex numbers of Python and numpy
-        return not cmath.isfinite(complex(value))
-    if _rng.numpy is not None and isinstance(value, _rng.numpy.ndarray):
-        return value.dtype.kind in "fc" and not bool(_rng.numpy.isfinite(value).all())
-    if isinstance(value, (tuple, list)):
-        return any(_non_finite(item, on_device) for item in value)
-    if isinstance(value, Mapping):
-        return any(_non_finite(item, on_device) for item in value.values())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return any(_non_finite(getattr(value, field.name), on_device) for field in dataclasses.fields(value))
-    return False
-
-
-# Devices whose outputs terminate_on_nan checks there and reads back asynchronously.
-_ASYNC_DEVICES = frozenset(("cuda",))
-
-
-def _new_event(device: torch.device) -> Any:
-    return torch.cuda.Event()
-
-
-class _DeviceFlag:
-    """The first iteration whose output held a NaN or an infinity on one device, kept on
-    that device and copied to the host without waiting (a pinned tensor and an event)."""
-
-    __slots__ = ("first", "host", "event", "in_flight")
-
-    def __init__(self, device: torch.device) -> None:
-        self.first = torch.full((), _NEVER, dtype=torch.int64, device=device)
-        self.host = torch.full((), _NEVER, dtype=torch.int64, pin_memory=device.type == "cuda")
-        self.event = _new_event(device)
-        self.in_flight = False
-
-    def update(self, tensor: torch.Tensor, iteration: int) -> None:
-        # first = min(first, iteration) where the tensor is not finite: four small kernels, no sync.
-        finite = torch.isfinite(tensor).all()
-        torch.where(finite, self.first, self.first.clamp(max=iteration), out=self.first)
-
-    def poll(self) -> int:
-        """The first bad iteration the host has seen so far (_NEVER: none); starts the next copy."""
-        seen = _NEVER
-        if self.in_flight and self.event.query():
-            seen = int(self.host)  # host memory the finished copy wrote: no device sync
-            self.in_flight = False
-        if not self.in_flight:
-            self.host.copy_(self.first, non_blocking=True)
-            device = self.first.device
-            if device.type == "cuda":
-                self.event.record(torch.cuda.current_stream(device))  # the stream the copy was queued on
-            else:
-                self.event.record()
-            self.in_flight = True
-        return seen
-
-    def read(self) -> int:
-        """The first bad iteration, waiting for the device (at the end of a run)."""
-        return int(self.first)
-
-    def reset(self) -> None:
-        self.first.fill_(_NEVER)
-        self.in_flight = False  # a copy still in flight holds the old value: the next poll issues a new one
-
-
-class _NanGuard:
-    """``Trainer(terminate_on_nan=True)``: host values are checked at once; tensors on an
-    accelerator are checked there and the result read asynchronously, so the run stops a
-    few iterations after the bad one, at the latest at the end of the epoch's batches."""
-
-    def __init__(self) -> None:
-        self._flags: dict[torch.device, _DeviceFlag] = {}
-
-    def check(self, trainer: Trainer) -> None:
-        output = trainer.training_history[-1]
-        if type(output) is float:  # the usual case: as cheap as before
-            if not math.isfinite(output):
-                self._stop(trainer, trainer.current_iteration, output)
-            return
-        on_device: list[torch.Tensor] = []
-        if _non_finite(output, on_device):
-            self._stop(trainer, trainer.current_iteration, output)
-            return
-        iteration = trainer.current_iteration
-        for tensor in on_device:
-            flag = self._flags.get(tensor.device)
-            if flag is None:
-                flag = self._flags[tensor.device] = _DeviceFlag(tensor.device)
-            flag.update(tensor, iteration)
-        if self._flags:
-            first = min(flag.poll() for flag in self._flags.values())
-            if first != _NEVER:
-                self._stop_at(trainer, first)
-
-    def end_run(self, trainer: Trainer) -> bool:
-        """Read the flags, waiting for the device, at the end of the epoch's batches: True
-        when the run is stopped for a bad value seen there."""
-        if not self._flags:
-            return False
-        first = min(flag.read() for flag in self._flags.values())
-        if first == _NEVER:
-            return False
-        self._stop_at(trainer, first)
-        return True
-
-    def discard(self) -> None:
-        """Forget the flags (after an exception: the device may be unusable)."""
-        self._flags.clear()
-
-    def _stop_at(self, trainer: Trainer, iteration: int) -> None:
-        for flag in self._flags.values():
-            flag.reset()  # a later run() starts clean
-        # The history's last value is the current iteration's; the bad one is that many back.
-        back = trainer.current_iteration - iteration
-        history = trainer.training_history
-        output = history[-1 - back] if back < len(history) else "(no longer in the history)"
-        self._stop(trainer, iteration, output)
-
-    @staticmethod
-    def _stop(trainer: Trainer, iteration: int, output: Any) -> None:
-        later = iteration != trainer.current_iteration
-        logger.warning(
-            "Terminating: the training output of iteration %d (epoch %d) is not finite: %r%s",
-            iteration,
-            trainer.current_epoch,
-            output,
-            f" (read on the host at iteration {trainer.current_iteration})" if later else "",
-        )
-        trainer.terminate()
 
 
 def _end_run_after(history: History, error: BaseException) -> None:
@@ -314,22 +71,6 @@ def _check_state_format(state: Any) -> None:
         )
     shown = f"format {found!r}" if isinstance(state, Mapping) else type(state).__name__
     raise ValueError(f"not a Trainer state (format {_STATE_FORMAT!r} expected, found {shown})")
-
-
-def _direct_call(impl: Any, event: TrainingEvents) -> Callable[..., Any]:
-    """The hook implementation as the loop calls it, with the arguments it names (a subset of
-    its spec's: pluggy lets a hook take fewer)."""
-    function = impl.function
-    if event is TrainingEvents.EXCEPTION_RAISED:
-        names = tuple(impl.argnames)
-        return lambda trainer, exception: function(
-            **{key: value for key, value in (("trainer", trainer), ("exception", exception)) if key in names}
-        )
-    return function if impl.argnames else _ignore_trainer(function)
-
-
-def _ignore_trainer(function: Callable[[], Any]) -> Callable[[Any], Any]:
-    return lambda trainer: function()
 
 
 def _format_means(means: Mapping[str, float]) -> str:
@@ -399,7 +140,6 @@ class Trainer:
         self._should_terminate = False
         self._running = False
         self._partial_validation_run = False  # a validation run cut short, to run again whole
-        self._stop_vote: StopVote | None = None
         self._epoch_complete = False
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
         # or "validation" phase, with the RNG states from just before that phase's data was
@@ -410,11 +150,6 @@ class Trainer:
         # A loaded mid-epoch position and its RNG states, kept until the run has replayed its
         # way back to that point: until then it is still where the run stands.
         self._resume: dict[str, Any] | None = None
-        self._handles: list[list[EventHandle]] = [[] for _ in _EVENTS]
-        # Per event, the tuple of callables to run, rebuilt whenever handlers or plugins change,
-        # so that firing an event with nothing attached costs one index and one empty loop.
-        self._callbacks: list[tuple[Callable[..., Any], ...]] = [() for _ in _EVENTS]
-        self._periodic = _Periodic()
         self._profiler = Profiler() if profile else None
         if self._profiler is not None:
             training_update_function = self._profiler.wrap(
@@ -428,17 +163,18 @@ class Trainer:
         self._validation_update_function = validation_update_function
         self._plugin_manager = _plugins.new_plugin_manager()
         self._plugin_records: dict[str, _plugins.PluginRecord] = {}
-        # (plugin name, hook name) -> period, for the hooks not called at every event.
-        self._periods: dict[tuple[str, str], int | None] = {}
+        self._dispatch = Dispatch(self._plugin_manager, self._profiler, self)
+        # The dispatch's own objects, changed in place: the loop reads them.
+        self._callbacks, self._periodic = self._dispatch.callbacks, self._dispatch.periodic
         for record in _plugins.load_plugins(plugins, self._plugin_manager):
             if record.error is not None:
                 raise record.error
             self._plugin_records[record.name] = record
             if record.status == "active":
-                self._add_periods(record.name, record.plugin)
+                self._dispatch.add_periods(record.name, record.plugin)
         _plugins.plugin_order(self.plugins)  # a cycle or contradiction fails here, before any run
-        self._rebuild_callbacks()
-        self._nan_guard = _NanGuard() if terminate_on_nan else None
+        self._dispatch.rebuild()
+        self._nan_guard = NanGuard() if terminate_on_nan else None
         if self._nan_guard is not None:
             self.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, self._nan_guard.check)
 
@@ -482,8 +218,8 @@ class Trainer:
         group's timeout (``init_process_group(timeout=...)``, 30 minutes by default), then
         fail with an error saying so, and the launcher (torchrun) ends the stuck rank.
         """
-        if self._stop_vote is not None:
-            self._stop_vote.requested = True
+        if self._dispatch.stop_vote is not None:
+            self._dispatch.stop_vote.requested = True
         else:
             self._should_terminate = True
 
@@ -526,16 +262,9 @@ class Trainer:
                     f"with the trainer{', the exception' if len(leading) == 2 else ''} and the extra arguments "
                     f"given: {error}"
                 ) from None
-        handle = EventHandle(self, event, handler, args, kwargs, every)
-        self._handles[_INDEX[event]].append(handle)
-        self._rebuild_callbacks(event)
+        handle = EventHandle(self._dispatch, event, handler, args, kwargs, every)
+        self._dispatch.add_handle(handle)
         return handle
-
-    def _remove_handle(self, handle: EventHandle) -> None:
-        handles = self._handles[_INDEX[handle.event]]
-        if handle in handles:
-            handles.remove(handle)
-            self._rebuild_callbacks(handle.event)
 
     # -- plugins ------------------------------------------------------------------------
 
@@ -559,25 +288,20 @@ class Trainer:
         record = _plugins.PluginRecord(name=name, plugin=plugin)
         _plugins.register(self._plugin_manager, record)
         self._plugin_records[name] = record
-        self._add_periods(name, plugin)
+        self._dispatch.add_periods(name, plugin)
         try:
             _plugins.plugin_order(self.plugins)
-            self._rebuild_callbacks()
+            self._dispatch.rebuild()
         except _plugins.PluginError:  # its declared order conflicts with the plugins here: not registered
             self._drop_plugin(name)
             raise
         return plugin
 
-    def _add_periods(self, name: str, plugin: Any) -> None:
-        for hook, n in _plugins.declared_periods(plugin).items():
-            if n:  # None and 0 leave the hook unregistered (see _plugins._Manager)
-                self._periods[(name, hook)] = n
-
     def _drop_plugin(self, name: str) -> None:
         self._plugin_manager.unregister(name=name)
         del self._plugin_records[name]
-        self._periods = {key: n for key, n in self._periods.items() if key[0] != name}
-        self._rebuild_callbacks()
+        self._dispatch.drop_periods(name)
+        self._dispatch.rebuild()
 
     def unregister_plugin(self, plugin_or_name: Any) -> None:
         """Remove a plugin, given its name or the object, from this trainer."""
@@ -587,53 +311,14 @@ class Trainer:
             raise ValueError(f"no active plugin {plugin_or_name!r} in this trainer; active: {sorted(self.plugins)}")
         self._drop_plugin(name)
 
-    def _plugin_calls(self, event: TrainingEvents) -> list[tuple[str, int | None, Callable[..., Any]]]:
-        """(plugin name, period, callable) for ``event``, in the declared order
-        (:func:`ignite._plugins.call_order`); period None: not called for now."""
-        hook = getattr(self._plugin_manager.hook, event.hook_name)
-        impls = hook.get_hookimpls()
-        if not impls:
-            # pluggy's call costs ~0.7 us even with no implementation: skip it entirely.
-            return []
-        ordered = _plugins.call_order(impls, event.hook_name)
-        periods = self._periods
-        if any(impl.hookwrapper or impl.wrapper for impl in impls):
-            return [self._through_pluggy(event, ordered)]
-        # Plain implementations are called directly, each on its own (a failing EXCEPTION_RAISED
-        # hook does not stop the others): a bound method taking the trainer costs a call,
-        # pluggy's machinery ~1 us.
-        return [
-            (impl.plugin_name, periods.get((impl.plugin_name, event.hook_name), 1), _direct_call(impl, event))
-            for impl in ordered
-        ]
-
-    def _through_pluggy(self, event: TrainingEvents, ordered: list[Any]) -> tuple[str, int, Callable[..., Any]]:
-        """One callable running the event's hooks through pluggy's public call, which wrappers
-        need: pluggy orders them then (tryfirst/trylast, then the last registered first);
-        periods still apply, through a caller without the plugins not due."""
-        manager, name = self._plugin_manager, event.hook_name
-        hook = getattr(manager.hook, name)
-        names = "+".join(impl.plugin_name for impl in ordered)
-        periodic = {
-            impl.plugin_name: n for impl in ordered if (n := self._periods.get((impl.plugin_name, name), 1)) != 1
-        }
-
-        def caller(count: int) -> Any:
-            skipped = [manager.get_plugin(p) for p, n in periodic.items() if n is None or count % n]
-            return manager.subset_hook_caller(name, skipped) if skipped else hook
-
-        if event is TrainingEvents.EXCEPTION_RAISED:
-            return names, 1, lambda trainer, exception: caller(0)(trainer=trainer, exception=exception)
-        counter = COUNTER.get(event)
-        return names, 1, lambda trainer: caller(getattr(trainer, counter) if counter is not None else 0)(trainer=trainer)
-
     def set_period(self, plugin: Any, hook: str, n: int | None) -> None:
         """From the next time its event fires, call ``hook`` (e.g.
         ``"ignite_training_iteration_completed"``) of ``plugin`` (its name or the object) only
         when the event's counter is a multiple of ``n``; None pauses it. For a plugin that
         adapts how often it runs; the first period is the one its ``ignite_every()`` declares."""
         name = plugin if isinstance(plugin, str) else self._plugin_manager.get_name(plugin)
-        if (name, hook) in self._periods and self._periods[(name, hook)] == n:
+        periods = self._dispatch.periods
+        if (name, hook) in periods and periods[(name, hook)] == n:
             return  # checked when it was set: a plugin adapting its period often pays little
         if name is None or name not in self.plugins:
             raise ValueError(f"set_period: no active plugin {plugin!r} in this trainer; active: {sorted(self.plugins)}")
@@ -650,36 +335,7 @@ class Trainer:
             )
         if n is not None:
             event.every(n)  # checked as every(n) checks it
-        if self._periods.get((name, hook), 1) != n:
-            self._periods[(name, hook)] = n
-            self._rebuild_callbacks(event)
-
-    def _rebuild_callbacks(self, only: TrainingEvents | None = None) -> None:
-        for event in (only,) if only is not None else _EVENTS:
-            index = _INDEX[event]
-            profiler = self._profiler
-
-            def timed(kind: str, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-                return call if profiler is None else profiler.wrap(kind, name, event.name, call)
-
-            handlers = [("handler", handle.name, handle.every, handle._callable()) for handle in self._handles[index]]
-            plugin_calls = [("plugin", name, n, call) for name, n, call in self._plugin_calls(event) if n is not None]
-            labelled = [*plugin_calls, *handlers] if event.opens_scope else [*handlers, *plugin_calls]
-            # Timed inside the period's filter: the profile counts the calls actually made.
-            entries = [(n, timed(kind, name, call)) for kind, name, n, call in labelled]
-            if index == _TRAIN_COMPLETED:
-                if self._stop_vote is not None:
-                    # Last: it must see every terminate() of the iteration.
-                    entries.append((1, timed("trainer", "distributed stop vote", self._stop_vote)))
-                # The periodic entries go to the dispatcher that the loop calls, in place of
-                # this tuple, only when one is due.
-                self._periodic.set(entries, self.current_iteration)
-                callbacks = tuple(call for n, call in entries if n == 1)
-            else:
-                counter = COUNTER.get(event, "")
-                callbacks = tuple(call if n == 1 else _every_nth(counter, n, call) for n, call in entries)
-            # Item assignment, not a new list: a running loop holds a reference to this list.
-            self._callbacks[index] = callbacks
+        self._dispatch.set_period(name, hook, n)
 
     def _fire(self, event: TrainingEvents) -> None:
         for callback in self._callbacks[_INDEX[event]]:
@@ -876,17 +532,17 @@ class Trainer:
     def _join_process_group(self) -> None:
         if not distributed.is_initialized() or distributed.world_size() == 1:
             return
-        if self._stop_vote is None:
-            self._stop_vote = StopVote()
-            self._rebuild_callbacks(TrainingEvents.TRAINING_ITERATION_COMPLETED)
-        self._stop_vote.reset()
+        if self._dispatch.stop_vote is None:
+            self._dispatch.stop_vote = StopVote()
+            self._dispatch.rebuild(TrainingEvents.TRAINING_ITERATION_COMPLETED)
+        self._dispatch.stop_vote.reset()
         _rank_agreement.check(self)  # before any hook: a rank set up differently raises, not hangs
         if not distributed.is_main_process() and logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)  # only rank 0 logs progress; all ranks log problems
 
     def _agree_on_stop(self, batches: int | None = None) -> None:
-        if self._stop_vote is not None:
-            self._stop_vote.settle(self, batches)
+        if self._dispatch.stop_vote is not None:
+            self._dispatch.stop_vote.settle(self, batches)
 
     def _note_plugin_culprit(self, error: BaseException) -> None:
         # Found from the traceback after the fact, so that hooks need no wrapper on the hot path.

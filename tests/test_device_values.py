@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ignite import History, Trainer, TrainingEvents
-from ignite import trainer as trainer_module
+from ignite import _nan_guard
 from ignite.history import scalars, scalars_of
 
 from .test_state import stopped_and_resumed
@@ -205,8 +205,8 @@ def cpu_as_device(monkeypatch):
     def new_event(device):
         return LaggingEvent(lags[0])
 
-    monkeypatch.setattr(trainer_module, "_ASYNC_DEVICES", frozenset(("cpu",)))
-    monkeypatch.setattr(trainer_module, "_new_event", new_event)
+    monkeypatch.setattr(_nan_guard, "_ASYNC_DEVICES", frozenset(("cpu",)))
+    monkeypatch.setattr(_nan_guard, "_new_event", new_event)
     return lags
 
 

@@ -174,7 +174,7 @@ def case_ddp(rank: int, out: str) -> dict:
         "logs": records,
         "ignite_logger_level": logging.getLogger("ignite").getEffectiveLevel(),
         # An asynchronous vote left pending would be finished by a gloo thread at interpreter exit.
-        "vote_pending_after_run": trainer._stop_vote is not None and trainer._stop_vote._pending is not None,
+        "vote_pending_after_run": trainer._dispatch.stop_vote is not None and trainer._dispatch.stop_vote._pending is not None,
     }
 
 
