@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import Distribution, EntryPoint, PackageNotFoundError, distribution, entry_points
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
@@ -51,6 +51,9 @@ class PluginInactive(Exception):
     folder). The plugin is then not registered; the message is logged once as the reason."""
 
 
+PluginStatus = Literal["active", "inactive", "disabled", "failed"]
+
+
 @dataclass
 class PluginRecord:
     """What became of one plugin: where it comes from and its status."""
@@ -59,7 +62,7 @@ class PluginRecord:
     distribution: str | None = None
     version: str | None = None
     entry_point: str | None = None
-    status: str = "active"  # active | inactive | disabled | failed
+    status: PluginStatus = "active"
     reason: str = ""
     plugin: Any = field(default=None, repr=False)
     error: BaseException | None = field(default=None, repr=False)

@@ -31,7 +31,7 @@ class Profiler:
     def report(self) -> list[dict[str, Any]]:
         """One row per (kind, name, event) that was called, slowest first, plus the rest of
         the run (the loop itself and data loading) as kind ``trainer``."""
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"kind": kind, "name": name, "event": event, "calls": int(calls), "total_s": total}
             for (kind, name, event), (calls, total) in self._stats.items()
             if calls

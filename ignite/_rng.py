@@ -11,7 +11,7 @@ import torch
 try:
     import numpy
 except ImportError:  # pragma: no cover - numpy is optional
-    numpy = None
+    numpy = None  # type: ignore[assignment]
 
 
 def get_states() -> dict[str, Any]:

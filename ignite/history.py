@@ -10,7 +10,7 @@ import itertools
 import math
 import numbers
 from array import array
-from collections.abc import Iterator, Mapping, MutableSequence, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
 from typing import Any, Callable, overload
 
 import torch
@@ -20,7 +20,7 @@ from .serialization import decode, encode
 try:
     import numpy
 except ImportError:  # pragma: no cover - numpy is optional
-    numpy = None
+    numpy = None  # type: ignore[assignment]
 
 __all__ = ["History", "scalars", "scalars_of"]
 
@@ -45,6 +45,7 @@ def scalars_of(outputs: Sequence[Any]) -> list[dict[str, float]]:
 
 
 def _host_scalars(value: Any) -> dict[str, float]:
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, Mapping):
         items = value.items()
     elif isinstance(value, (tuple, list)):
@@ -109,7 +110,7 @@ def _rebuilt(value: Any, leaf: Callable[[Any], Any]) -> Any:
             return value
         try:
             rebuilt = copy.copy(value)  # keeps the type and e.g. a defaultdict's factory
-            rebuilt.update(changed)
+            rebuilt.update(changed)  # type: ignore[attr-defined]  # a read-only one raises, below
         except (TypeError, AttributeError):  # read-only mappings
             rebuilt = {**value, **changed}
         return rebuilt
@@ -118,10 +119,10 @@ def _rebuilt(value: Any, leaf: Callable[[Any], Any]) -> Any:
         changed = {name: new for name, item in fields if (new := leaf(item)) is not item}
         if not changed:
             return value
-        rebuilt = copy.copy(value)
+        clone = copy.copy(value)
         for name, new in changed.items():
-            object.__setattr__(rebuilt, name, new)  # frozen dataclasses too
-        return rebuilt
+            object.__setattr__(clone, name, new)  # frozen dataclasses too
+        return clone
     return value
 
 

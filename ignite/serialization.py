@@ -19,7 +19,7 @@ import torch
 try:
     import numpy
 except ImportError:  # pragma: no cover - numpy is optional
-    numpy = None
+    numpy = None  # type: ignore[assignment]
 
 __all__ = ["NotLoadableError", "decode", "encode"]
 

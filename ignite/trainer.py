@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from collections.abc import Iterator as IteratorABC
 from types import MappingProxyType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 from . import _plugins, _rank_agreement, _rng, distributed
 from ._dispatch import INDEX as _INDEX
@@ -31,6 +31,8 @@ _VALID_STARTED = _INDEX[TrainingEvents.VALIDATION_ITERATION_STARTED]
 _VALID_COMPLETED = _INDEX[TrainingEvents.VALIDATION_ITERATION_COMPLETED]
 _END = object()
 _STATE_FORMAT = "ignite.Trainer/1"
+# Where a run stands: between epochs, or in an epoch's training or validation phase.
+Phase = Literal["between", "training", "validation"]
 
 
 def _check_data(name: str, data: Any) -> None:
@@ -144,7 +146,7 @@ class Trainer:
         # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
         # or "validation" phase, with the RNG states from just before that phase's data was
         # iterated, which a resume restores to replay the phase.
-        self._phase = "between"
+        self._phase: Phase = "between"
         self._epoch_start_iteration = 0
         self._phase_start_rng: dict[str, Any] | None = None
         # A loaded mid-epoch position and its RNG states, kept until the run has replayed its
@@ -241,7 +243,8 @@ class Trainer:
         """
         every = 1
         if isinstance(event, PeriodicEvent):
-            event, every = event.event, event.every
+            every = event.every
+            event = event.event
         if not isinstance(event, TrainingEvents):
             raise TypeError(
                 f"event must be a TrainingEvents member, e.g. TrainingEvents.EPOCH_COMPLETED; got {event!r}"
@@ -307,7 +310,7 @@ class Trainer:
         """Remove a plugin, given its name or the object, from this trainer."""
         name = plugin_or_name if isinstance(plugin_or_name, str) else self._plugin_manager.get_name(plugin_or_name)
         record = self._plugin_records.get(name) if name is not None else None
-        if record is None or record.status != "active":
+        if name is None or record is None or record.status != "active":
             raise ValueError(f"no active plugin {plugin_or_name!r} in this trainer; active: {sorted(self.plugins)}")
         self._drop_plugin(name)
 
@@ -318,7 +321,7 @@ class Trainer:
         adapts how often it runs; the first period is the one its ``ignite_every()`` declares."""
         name = plugin if isinstance(plugin, str) else self._plugin_manager.get_name(plugin)
         periods = self._dispatch.periods
-        if (name, hook) in periods and periods[(name, hook)] == n:
+        if name is not None and (name, hook) in periods and periods[(name, hook)] == n:
             return  # checked when it was set: a plugin adapting its period often pays little
         if name is None or name not in self.plugins:
             raise ValueError(f"set_period: no active plugin {plugin!r} in this trainer; active: {sorted(self.plugins)}")
