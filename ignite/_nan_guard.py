@@ -64,7 +64,7 @@ class _DeviceFlag:
     """The first iteration whose output held a NaN or an infinity on one device, kept on
     that device and copied to the host without waiting (a pinned tensor and an event)."""
 
-    __slots__ = ("first", "host", "event", "in_flight")
+    __slots__ = ("event", "first", "host", "in_flight")
 
     def __init__(self, device: torch.device) -> None:
         self.first = torch.full((), NEVER, dtype=torch.int64, device=device)

@@ -16,7 +16,8 @@ except ImportError:  # pragma: no cover - numpy is optional
 
 def get_states() -> dict[str, Any]:
     """The states of torch's CPU (and CUDA, when in use), Python's and NumPy's global RNGs, as
-    they return them: taken at every epoch's start, so kept cheap, and only turned into tensors by :func:`storable` when a state is saved."""
+    they return them: taken at every epoch's start, so kept cheap, and only turned into
+    tensors by :func:`storable` when a state is saved."""
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()

@@ -11,12 +11,12 @@ import torch.distributed as dist
 __all__ = [
     "RankMismatchError",
     "agree_any",
-    "reduction_device",
     "all_gather_object",
     "is_initialized",
     "is_main_process",
     "rank",
     "reduce_mean",
+    "reduction_device",
     "world_size",
 ]
 

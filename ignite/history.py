@@ -10,8 +10,8 @@ import itertools
 import math
 import numbers
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
-from typing import Any, Callable, overload
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
+from typing import Any, overload
 
 import torch
 
@@ -287,7 +287,7 @@ class History(Sequence):
     then kept as an ``array('d')``: 8 bytes a value instead of a list's 32.
     """
 
-    __slots__ = ("_chunks", "_offsets", "_means", "_ended", "append")
+    __slots__ = ("_chunks", "_ended", "_means", "_offsets", "append")
 
     def __init__(self) -> None:
         # One chunk per run, after a chunk for values appended before any run; the last chunk

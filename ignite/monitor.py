@@ -4,7 +4,8 @@ every rank (reduced across processes when a process group is initialised)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import distributed
 from .history import History
