@@ -46,7 +46,7 @@ def facts(trainer: Trainer) -> dict[str, Any]:
         "validation": trainer.validation_data is not None,
         "batches": batches,
         "max_epochs": trainer.max_epochs,
-        "start": (trainer.current_epoch, trainer.current_iteration, trainer._resume is not None),
+        "start": (trainer.current_epoch, trainer.current_iteration, trainer._position.pending is not None),
         "vote_every": vote.every if vote is not None else None,
     }
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterable, Mapping
 from collections.abc import Iterator as IteratorABC
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 from . import _plugins, _rank_agreement, _rng, distributed
 from ._dispatch import INDEX as _INDEX
 from ._dispatch import Dispatch, EventHandle
 from ._nan_guard import NanGuard
+from ._position import RunPosition, SavedPosition
 from ._profile import Profiler
 from ._stop_vote import StopVote
 from .events import COUNTER, PeriodicEvent, TrainingEvents
@@ -31,8 +32,6 @@ _VALID_STARTED = _INDEX[TrainingEvents.VALIDATION_ITERATION_STARTED]
 _VALID_COMPLETED = _INDEX[TrainingEvents.VALIDATION_ITERATION_COMPLETED]
 _END = object()
 _STATE_FORMAT = "ignite.Trainer/1"
-# Where a run stands: between epochs, or in an epoch's training or validation phase.
-Phase = Literal["between", "training", "validation"]
 
 
 def _check_data(name: str, data: Any) -> None:
@@ -141,17 +140,8 @@ class Trainer:
         self.max_epochs: int | None = None
         self._should_terminate = False
         self._running = False
-        self._partial_validation_run = False  # a validation run cut short, to run again whole
         self._epoch_complete = False
-        # Where the run stands, for state_dict(): "between" epochs, or inside one's "training"
-        # or "validation" phase, with the RNG states from just before that phase's data was
-        # iterated, which a resume restores to replay the phase.
-        self._phase: Phase = "between"
-        self._epoch_start_iteration = 0
-        self._phase_start_rng: dict[str, Any] | None = None
-        # A loaded mid-epoch position and its RNG states, kept until the run has replayed its
-        # way back to that point: until then it is still where the run stands.
-        self._resume: dict[str, Any] | None = None
+        self._position = RunPosition()  # where the run stands, for state_dict() and resume
         self._profiler = Profiler() if profile else None
         if self._profiler is not None:
             training_update_function = self._profiler.wrap(
@@ -360,8 +350,6 @@ class Trainer:
         generator seeded per epoch by the user. Skipped batches are loaded and dropped.
         """
         iterations_done, position, rng = self._stopping_point()
-        if position is not None:
-            position = {**position, "start_rng": position["start_rng"] and _rng.storable(position["start_rng"])}
         return {
             "format": _STATE_FORMAT,
             "current_epoch": self.current_epoch,
@@ -369,9 +357,9 @@ class Trainer:
             "training_history": self.training_history.state_dict(name="training_history"),
             # A validation run cut short is run again whole on resume: leave its part out.
             "validation_history": self.validation_history.state_dict(
-                drop_last_run=self._phase == "validation", name="validation_history"
+                drop_last_run=self._position.phase == "validation", name="validation_history"
             ),
-            "position": position,
+            "position": None if position is None else position.to_state(),
             "metrics": dict(self.metrics),
             "rng": _rng.storable(rng),
             "plugins": {
@@ -381,21 +369,21 @@ class Trainer:
             },
         }
 
-    def _stopping_point(self) -> tuple[int, dict[str, Any] | None, dict[str, Any]]:
+    def _stopping_point(self) -> tuple[int, SavedPosition | None, dict[str, Any]]:
         """Where the run stands: the iterations done, the position inside the epoch (None
         between epochs) and the RNG states, as :meth:`state_dict` saves them."""
-        if self._resume is not None:  # a loaded position not replayed yet is still where it stands
-            position = {key: value for key, value in self._resume.items() if key != "rng"}
-            return self.current_iteration, position, self._resume["rng"]
-        if self._phase == "training":
+        live = self._position
+        if live.pending is not None:  # a loaded position not replayed yet is still where it stands
+            return self.current_iteration, live.pending, live.pending.rng
+        rng = _rng.get_states()
+        if live.phase == "training":
             batches_done = len(self.training_history.run())
-            start_rng = self._phase_start_rng or _rng.get_states()
-            position = {"phase": "training", "batches_done": batches_done, "start_rng": start_rng}
-            return self._epoch_start_iteration + batches_done, position, _rng.get_states()
-        if self._phase == "validation":
-            position = {"phase": "validation", "batches_done": 0, "start_rng": self._phase_start_rng}
-            return self.current_iteration, position, _rng.get_states()
-        return self.current_iteration, None, _rng.get_states()
+            start_rng = live.phase_start_rng or rng
+            position = SavedPosition("training", batches_done, start_rng, rng)
+            return live.epoch_start_iteration + batches_done, position, rng
+        if live.phase == "validation":
+            return self.current_iteration, SavedPosition("validation", 0, live.phase_start_rng, rng), rng
+        return self.current_iteration, None, rng
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict`: the next :meth:`run` picks up where it was
@@ -411,10 +399,8 @@ class Trainer:
             position, rng, plugin_states = state["position"], state["rng"], state["plugins"]
             for name in ("training_history", "validation_history"):
                 History().load_state_dict(state[name])
-            if position is not None and (
-                position["phase"] not in ("training", "validation") or not 0 <= position["batches_done"] <= iteration
-            ):
-                raise ValueError(f"position {position!r} is not one inside an epoch")
+            if position is not None:
+                position = SavedPosition.from_state(position, rng, iteration)
             if not isinstance(plugin_states, Mapping) or not {"torch", "python"} <= set(rng):
                 raise ValueError("its 'plugins' or 'rng' entry is malformed")
             metrics = {str(name): float(value) for name, value in state.get("metrics", {}).items()}
@@ -445,16 +431,14 @@ class Trainer:
             raise
         self.current_epoch, self.current_iteration = epoch, iteration
         self.metrics = metrics
-        self._phase, self._partial_validation_run = "between", False
+        self._position = RunPosition()
         # Into the same objects (validated above, so this cannot fail): plugins and handlers may hold them.
         self.training_history.load_state_dict(state["training_history"])
         self.validation_history.load_state_dict(state["validation_history"])
-        if position is None:
-            self._resume = None
-        else:
-            self._epoch_start_iteration = iteration - position["batches_done"]
-            self._resume = {**position, "rng": rng}
-            if position["phase"] == "validation" and position["start_rng"] is None:
+        if position is not None:
+            self._position.epoch_start_iteration = iteration - position.batches_done
+            self._position.pending = position
+            if position.phase == "validation" and position.start_rng is None:
                 _rng.set_states(rng)
 
     # -- the run ------------------------------------------------------------------------
@@ -475,19 +459,19 @@ class Trainer:
             self._run(max_epochs)
         finally:
             self._running = False
-            if self._resume is None and self._phase != "between":
+            if self._position.pending is None and self._position.phase != "between":
                 self._keep_stopping_point()
 
     def _keep_stopping_point(self) -> None:
         # After a run stopped inside an epoch (terminate(), an exception), the next run()
         # continues as a resume from state_dict() taken now would: the rest of the epoch.
-        iterations_done, position, rng = self._stopping_point()
+        iterations_done, position, _ = self._stopping_point()
         assert position is not None
-        # The cut validation run stays visible until the next run() runs it again whole.
-        self._partial_validation_run = position["phase"] == "validation"
+        live = self._position
+        live.partial_validation_run = position.phase == "validation"
         self.current_iteration = iterations_done
-        self._epoch_start_iteration = iterations_done - position["batches_done"]
-        self._resume = {**position, "rng": rng}
+        live.epoch_start_iteration = iterations_done - position.batches_done
+        live.pending = position
 
     def _run(self, max_epochs: int) -> None:
         self.max_epochs = max_epochs
@@ -498,7 +482,7 @@ class Trainer:
             self._log_plugins()
             self._fire(TrainingEvents.TRAINING_STARTED)
             self._agree_on_stop()
-            while (self.current_epoch < max_epochs or self._resume is not None) and not self._should_terminate:
+            while (self.current_epoch < max_epochs or self._position.pending is not None) and not self._should_terminate:
                 self._run_epoch()
                 self._agree_on_stop()
             self._fire(TrainingEvents.TRAINING_COMPLETED)
@@ -557,15 +541,16 @@ class Trainer:
             error.add_note(f"raised in hook {hook_name} of plugin {name!r}{origin}")
 
     def _run_epoch(self) -> None:
-        resume = self._resume  # cleared once the replay reaches the saved point
+        live = self._position
+        resume = live.pending  # cleared once the replay reaches the saved point
         if resume is None:
             self.current_epoch += 1
-            self._epoch_start_iteration = self.current_iteration
+            live.epoch_start_iteration = self.current_iteration
             self.training_history.start_run()
-        self._phase, self._phase_start_rng = "training", None
+        live.phase, live.phase_start_rng = "training", None
         self._set_sampler_epoch()
         self._fire(TrainingEvents.EPOCH_STARTED)
-        continues_validation = resume is not None and resume["phase"] == "validation"
+        continues_validation = resume is not None and resume.phase == "validation"
         # A validation-phase resume continues an epoch whose training was done before.
         complete = continues_validation
         if not self._should_terminate and not continues_validation:
@@ -574,13 +559,13 @@ class Trainer:
             if self._should_terminate:
                 complete = False
             else:
-                self._phase, self._phase_start_rng = "validation", None
+                live.phase, live.phase_start_rng = "validation", None
                 complete = self._run_validation(resume if continues_validation else None) and complete
         self._epoch_complete = complete
         if complete:
             # After a cut (terminate()) the phase stays where it was, so a state taken now
             # resumes the epoch that was cut short rather than skipping its rest.
-            self._phase = "between"
+            live.phase = "between"
         if logger.isEnabledFor(logging.INFO):
             self._log_epoch()
         self._fire(TrainingEvents.EPOCH_COMPLETED)
@@ -597,29 +582,31 @@ class Trainer:
             if callable(set_epoch):
                 set_epoch(self.current_epoch - 1)
 
-    def _resumed_batches(self, resume: dict[str, Any] | None) -> Iterator[Any]:
+    def _resumed_batches(self, resume: SavedPosition | None) -> Iterator[Any]:
+        live = self._position
         if resume is None:
-            self._phase_start_rng = _rng.get_states()
+            live.phase_start_rng = _rng.get_states()
             return iter(self.training_data)
         # Replay the epoch's start so that a shuffling sampler draws the same order, then skip
         # the batches the checkpointed run had consumed and continue from its RNG state.
-        _rng.set_states(resume["start_rng"])
-        self._phase_start_rng = resume["start_rng"]
+        assert resume.start_rng is not None  # a training position always has one
+        _rng.set_states(resume.start_rng)
+        live.phase_start_rng = resume.start_rng
         batches = iter(self.training_data)
-        for done in range(resume["batches_done"]):
+        for done in range(resume.batches_done):
             if next(batches, _END) is _END:
                 raise ValueError(
-                    f"cannot resume epoch {self.current_epoch} at batch {resume['batches_done']}: training_data "
+                    f"cannot resume epoch {self.current_epoch} at batch {resume.batches_done}: training_data "
                     f"now has only {done} batches. Resume with the data the checkpoint was trained on."
                 )
-        if resume["batches_done"]:
+        if resume.batches_done:
             # With nothing consumed the states are those of the start; restoring them after
             # iter() would undo the draws iter() itself made (a DataLoader's base seed).
-            _rng.set_states(resume["rng"])
-        self._resume = None
+            _rng.set_states(resume.rng)
+        live.pending = None
         return batches
 
-    def _run_training_epoch(self, resume: dict[str, Any] | None = None) -> bool:
+    def _run_training_epoch(self, resume: SavedPosition | None = None) -> bool:
         history = self.training_history
         completed = False
         self._fire(TrainingEvents.TRAINING_EPOCH_STARTED)
@@ -661,20 +648,21 @@ class Trainer:
         self._fire(TrainingEvents.TRAINING_EPOCH_COMPLETED)
         return completed
 
-    def _run_validation(self, resume: dict[str, Any] | None) -> bool:
+    def _run_validation(self, resume: SavedPosition | None) -> bool:
         history = self.validation_history
+        live = self._position
         completed = False
-        if self._partial_validation_run:
+        if live.partial_validation_run:
             history._discard_last_run()
-            self._partial_validation_run = False
+            live.partial_validation_run = False
         history.start_run()
         self._fire(TrainingEvents.VALIDATION_STARTING)
         if not self._should_terminate:
             callbacks, update, append = self._callbacks, self._validation_update_function, history.append
-            if resume is not None and resume["start_rng"] is not None:
-                _rng.set_states(resume["start_rng"])  # a validation run cut short is run again whole
-            self._resume = None
-            self._phase_start_rng = _rng.get_states()
+            if resume is not None and resume.start_rng is not None:
+                _rng.set_states(resume.start_rng)  # a validation run cut short is run again whole
+            live.pending = None
+            live.phase_start_rng = _rng.get_states()
             try:
                 for batch in self.validation_data:  # type: ignore[union-attr]
                     for callback in callbacks[_VALID_STARTED]:
