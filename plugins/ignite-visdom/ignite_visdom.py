@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ignite import hookimpl
@@ -56,7 +56,7 @@ _START_HINT = (
 #: What the training thread queues: a series name or prefix, x, and a number, a dict of them or
 #: an update output. The sender turns it into points (``tag(prefix, key)``, x, y) with one
 #: ``scalars_of()`` call per send, so the training thread neither reads numbers nor waits for the device.
-Item = Tuple[str, float, Any]
+Item = tuple[str, float, Any]
 
 
 class VisdomLogger:
@@ -81,8 +81,8 @@ class VisdomLogger:
 
     def __init__(
         self,
-        server: Optional[str] = None,
-        port: Optional[int] = None,
+        server: str | None = None,
+        port: int | None = None,
         env: str = "main",
         every_iterations: int = 100,
         optimizer: Any = None,
@@ -113,7 +113,7 @@ class VisdomLogger:
         # of that id the env holds (a previous run's), later sends, also in later run() calls
         # of the same trainer, append to it.
         self._plotted: set = set()
-        self._sender: Optional[_Sender] = None
+        self._sender: _Sender | None = None
 
     @property
     def url(self) -> str:
@@ -121,7 +121,7 @@ class VisdomLogger:
         return f"{self.server}:{self.port}"
 
     @property
-    def sender_thread(self) -> Optional[threading.Thread]:
+    def sender_thread(self) -> threading.Thread | None:
         """The background thread of the run in progress (None between runs and off rank 0)."""
         return self._sender.thread if self._sender is not None else None
 
@@ -193,7 +193,7 @@ def _seconds(option: str, value: Any, *, zero: bool) -> float:
     return float(value)
 
 
-def _server_and_port(server: Optional[str], port: Optional[int]) -> Tuple[str, int]:
+def _server_and_port(server: str | None, port: int | None) -> tuple[str, int]:
     """Resolve the options against the environment; raise naming the culprit."""
     where = "option server"
     if server is None:
@@ -250,7 +250,7 @@ class _Sender:
         self.plotted = plotted
         self.interval = interval
         # The training thread only appends here (deque.append is atomic); stop() sets `wake`.
-        self.items: Deque[Item] = collections.deque()
+        self.items: collections.deque[Item] = collections.deque()
         self.wake = threading.Event()
         # True once the sender gave up (server unreachable, error, or flush timed out): the
         # training thread then stops queueing.
@@ -311,7 +311,7 @@ class _Sender:
                     _reason(error),
                     _START_HINT,
                 )
-        except Exception as error:  # never let a plotting problem surface in the training loop
+        except Exception as error:  # noqa: BLE001 - never let a plotting problem surface in the training loop
             self.quiet = True
             if not self._abandoned:
                 self._warn(
@@ -327,9 +327,9 @@ class _Sender:
                 self.items.clear()
 
     def _send_pending(self, client: Any) -> None:
-        batches: Dict[str, Tuple[List[float], List[float]]] = {}
+        batches: dict[str, tuple[list[float], list[float]]] = {}
         items = self.items
-        taken: List[Item] = []
+        taken: list[Item] = []
         while items:
             taken.append(items.popleft())
         # One read for everything queued since the last send: at most one host sync per send.
@@ -345,7 +345,7 @@ class _Sender:
             self.plotted.add(series)
 
 
-def _plot(client: Any, env: str, series: str, xs: List[float], ys: List[float], replace: bool) -> None:
+def _plot(client: Any, env: str, series: str, xs: list[float], ys: list[float], replace: bool) -> None:
     """One ``Visdom.line`` call with all new points of ``series``; raise _Refused unless the
     server answers with the window id, as visdom's server does for a plot it took."""
     import numpy as np
@@ -367,8 +367,8 @@ def _plot(client: Any, env: str, series: str, xs: List[float], ys: List[float], 
 def _reason(error: BaseException) -> str:
     """The most telling cause of a failed request: the innermost OS error (``[Errno 111]
     Connection refused``) in the chain visdom's ConnectionError carries, else the message."""
-    chain: List[BaseException] = []
-    current: Optional[BaseException] = error
+    chain: list[BaseException] = []
+    current: BaseException | None = error
     while current is not None and all(current is not seen for seen in chain):
         chain.append(current)
         wrapped = getattr(current, "reason", None)  # urllib3's MaxRetryError
@@ -390,7 +390,7 @@ class _SenderThreadOnly(logging.Filter):
         return record.threadName != THREAD_NAME
 
 
-_visdom_filter: Optional[_SenderThreadOnly] = None
+_visdom_filter: _SenderThreadOnly | None = None
 _filter_lock = threading.Lock()
 
 

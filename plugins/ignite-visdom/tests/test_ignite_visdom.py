@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -14,19 +13,19 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import entry_points
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
+import ignite_visdom
 import numpy
 import pytest
 import torch
+from ignite_visdom import THREAD_NAME, VisdomLogger
 
 from ignite import PluginError, Trainer, TrainingEvents, hookimpl
 from ignite.pytest_plugin import IgniteAutoload, IgniteRanks
-
-import ignite_visdom
-from ignite_visdom import THREAD_NAME, VisdomLogger
 
 # visdom's client calls the deprecated logging.Logger.warn (visdom 0.2.4); not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated:DeprecationWarning")
@@ -41,7 +40,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(port: int, env_path: str) -> List[str]:
+def server_command(port: int, env_path: str) -> list[str]:
     """The offline way to start a server: run_server.main, which (unlike `python -m
     visdom.server`) does not try to download the web assets first."""
     argv = ["visdom", "-port", str(port), "--hostname", HOST, "-bind_local", "-env_path", env_path]
@@ -50,7 +49,7 @@ def server_command(port: int, env_path: str) -> List[str]:
 
 
 @contextlib.contextmanager
-def running_server(folder: Any) -> Iterator[Tuple[int, subprocess.Popen]]:
+def running_server(folder: Any) -> Iterator[tuple[int, subprocess.Popen]]:
     """A real Visdom server process on a free loopback port, saving its envs under ``folder``;
     yields (port, process) once it listens, always killed after."""
     port = free_port()
@@ -96,7 +95,7 @@ def only_visdom(ignite_isolated: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VISDOM_PORT", raising=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reader(port: int) -> Any:
     """A plain visdom client, to read back what the plugin plotted."""
     import visdom
@@ -106,7 +105,7 @@ def reader(port: int) -> Any:
         return visdom.Visdom(server=SERVER_URL, port=port, use_incoming_socket=False, raise_exceptions=True)
 
 
-def plotted(port: int, env: str, win: str) -> Dict[str, List[float]]:
+def plotted(port: int, env: str, win: str) -> dict[str, list[float]]:
     """The x and y values of the one line in window ``win`` of ``env``."""
     data = json.loads(reader(port).get_window_data(win, env))
     traces = data["content"]["data"]
@@ -138,7 +137,7 @@ class Regression:
         self.optimizer.step()
         return loss.item()
 
-    def update_dict(self, batch: Any) -> Dict[str, Any]:
+    def update_dict(self, batch: Any) -> dict[str, Any]:
         inputs, targets = batch
         self.optimizer.zero_grad()
         error = self.model(inputs) - targets
@@ -173,7 +172,7 @@ def test_plotted_points_equal_histories(only_visdom: None, visdom_server: int) -
     )
     # The learning rate changes every epoch; record the one each epoch trained with.
     scheduler = torch.optim.lr_scheduler.StepLR(task.optimizer, step_size=1, gamma=0.5)
-    rates: List[float] = []
+    rates: list[float] = []
     trainer.add_event_handler(
         TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: rates.append(task.optimizer.param_groups[0]["lr"])
     )
@@ -243,8 +242,8 @@ def test_each_send_reads_what_was_queued_in_one_call(
 ) -> None:
     # One scalars_of() call per send, whatever was queued since the last one: on a GPU, one host
     # sync per send on the sender thread, not one per queued output.
-    sends: List[int] = []  # items queued at each send that had any
-    reads: List[int] = []  # items of the outputs given to each scalars_of() call
+    sends: list[int] = []  # items queued at each send that had any
+    reads: list[int] = []  # items of the outputs given to each scalars_of() call
     real_send, real_scalars_of = ignite_visdom._Sender._send_pending, ignite_visdom.scalars_of
 
     def send(sender: Any, client: Any) -> None:
@@ -252,7 +251,7 @@ def test_each_send_reads_what_was_queued_in_one_call(
             sends.append(len(sender.items))
         real_send(sender, client)
 
-    def scalars_of(outputs: Any) -> List[Dict[str, float]]:
+    def scalars_of(outputs: Any) -> list[dict[str, float]]:
         reads.append(sum(len(output) for output in outputs))
         return real_scalars_of(outputs)
 
@@ -290,7 +289,7 @@ def test_points_before_an_exception_are_flushed(only_visdom: None, visdom_server
         plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "every_iterations": 1}},
     )
     plugin = trainer.plugins["visdom"]
-    threads: List[threading.Thread] = []
+    threads: list[threading.Thread] = []
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: threads.append(plugin.sender_thread))
     with pytest.raises(RuntimeError, match="boom"):
         trainer.run(max_epochs=1)
@@ -303,7 +302,7 @@ def test_points_before_an_exception_are_flushed(only_visdom: None, visdom_server
 
 
 # Every socket.connect of the process while `_connects` is not None: the thread that made it.
-_connects: List[str] | None = None
+_connects: list[str] | None = None
 
 
 def _audit(event: str, args: Any) -> None:
@@ -397,7 +396,7 @@ def test_unreachable_server_warns_once_and_training_completes(
         plugins={"visdom": {"server": SERVER_URL, "port": port, "every_iterations": 1}},
     )
     plugin = trainer.plugins["visdom"]
-    threads: List[threading.Thread] = []
+    threads: list[threading.Thread] = []
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: threads.append(plugin.sender_thread))
     with caplog.at_level(logging.WARNING):
         trainer.run(max_epochs=3)
@@ -432,8 +431,8 @@ def test_a_server_that_dies_mid_run_warns_once_and_training_completes(
             },
         )
         plugin = trainer.plugins["visdom"]
-        threads: List[threading.Thread] = []
-        received: List[List[float]] = []
+        threads: list[threading.Thread] = []
+        received: list[list[float]] = []
 
         def kill_the_server_once_it_holds_points(trainer: Trainer) -> None:
             if trainer.current_iteration != 3:
@@ -471,7 +470,7 @@ class EpochMetrics:
     ignite_phase = "observe"
 
     def __init__(self) -> None:
-        self.values: Dict[str, List[float]] = {"accuracy": [], "f1": []}
+        self.values: dict[str, list[float]] = {"accuracy": [], "f1": []}
 
     @hookimpl
     def ignite_epoch_completed(self, trainer: Trainer) -> None:
@@ -510,7 +509,7 @@ def test_silent_server_gives_up_after_flush_timeout(only_visdom: None, caplog: p
             plugins={"visdom": {"server": SERVER_URL, "port": port, "every_iterations": 1, "flush_timeout_secs": 0.2}},
         )
         plugin = trainer.plugins["visdom"]
-        threads: List[threading.Thread] = []
+        threads: list[threading.Thread] = []
         trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: threads.append(plugin.sender_thread))
         with caplog.at_level(logging.WARNING):
             trainer.run(max_epochs=2)
@@ -625,7 +624,7 @@ def test_server_and_port_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"optimizer": object()}, TypeError, "optimizer"),
     ],
 )
-def test_invalid_options_name_the_option(options: Dict[str, Any], error: type, match: str) -> None:
+def test_invalid_options_name_the_option(options: dict[str, Any], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         VisdomLogger(**options)
 
