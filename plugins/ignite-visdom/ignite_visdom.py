@@ -1,29 +1,31 @@
-"""Ignite plugin: plot training, validation and learning-rate series on a Visdom server.
+"""Ignite plugin: plot training, validation, learning-rate and metric series on a Visdom server.
 
 The series are those the TensorBoard plugin writes, one Visdom window per series, the window
 id being the series name:
 
-* ``training/iteration[/key]``: the training output every ``log_every`` iterations
+* ``training/iteration[/key]``: the training output every ``every_iterations`` iterations
   (x = ``trainer.current_iteration``);
 * ``training/epoch_mean[/key]`` and ``validation/mean[/key]``: the epoch means
   (x = ``trainer.current_epoch``), reduced across ranks under torch.distributed;
 * the keys of :func:`ignite.monitor.learning_rates` (``lr``, ``lr/0``, ...): the learning
-  rates each training epoch ran with, when the option ``optimizer`` is given.
+  rates each training epoch ran with, when the option ``optimizer`` is given;
+* ``metrics/<name>``: each entry of ``trainer.metrics`` at EPOCH_COMPLETED, when there is any.
 
-The training thread never touches the network: hooks append ``(series, x, y)`` to an
-in-memory queue that one background daemon thread per run drains every two seconds, sending
-each series' new points in one request. An unreachable server gives one warning and the
-plugin goes quiet for the rest of the run; training is not slowed or stopped.
+The training thread never touches the network: hooks append ``(series, x, value)`` to an
+in-memory queue that one background daemon thread per run drains every ``send_every_secs``,
+with one call of visdom's public ``Visdom.line`` per series and batch. An unreachable server,
+at the start or later, gives one warning and the plugin goes quiet for the rest of the run;
+nothing is raised into the training loop.
 """
 
 from __future__ import annotations
 
 import collections
-import http.client
 import logging
+import math
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ignite import hookimpl
@@ -42,12 +44,6 @@ SERVER_ENV = "VISDOM_SERVER_URL"
 PORT_ENV = "VISDOM_PORT"
 DEFAULT_SERVER = "http://localhost"
 DEFAULT_PORT = 8097
-
-#: Seconds between two sends of the background thread: each request costs this process CPU
-#: (shared GIL) and the server tens of ms (benchmarks/README.md).
-SEND_INTERVAL = 2.0
-#: Seconds one HTTP request may take (connect, then read) before the server counts as unreachable.
-REQUEST_TIMEOUT = (3.0, 10.0)
 #: Name of the background threads.
 THREAD_NAME = "ignite-visdom-sender"
 
@@ -57,10 +53,10 @@ _START_HINT = (
     "or disable this plugin with Trainer(..., plugins={'visdom': False}) or IGNITE_DISABLE_PLUGINS=visdom."
 )
 
-#: What the training thread queues: a series name or prefix, x, and a number or an update output.
-#: The sender turns it into points (``tag(prefix, key)``, x, y) with one ``scalars_of()`` call per
-#: send, so the training thread neither reads the numbers nor waits for the device.
-Item = Tuple[str, float, Any]
+#: What the training thread queues: a series name or prefix, x, and a number, a dict of them or
+#: an update output. The sender turns it into points (``tag(prefix, key)``, x, y) with one
+#: ``scalars_of()`` call per send, so the training thread neither reads numbers nor waits for the device.
+Item = tuple[str, float, Any]
 
 
 class VisdomLogger:
@@ -71,12 +67,12 @@ class VisdomLogger:
             else ``"http://localhost"``. A port in the URL is used when ``port`` is not given.
         port: the server's port. Default: environment variable ``VISDOM_PORT``, else 8097.
         env: the Visdom environment (tab) to plot in. Default ``"main"``.
-        log_every: plot the training output every this many iterations. Default 100, as
-            the TensorBoard plugin: each point costs the sender thread CPU between training
-            steps, and the server a copy and a diff of the whole window per append.
+        every_iterations: plot the training output every this many iterations. Default 100,
+            as the TensorBoard plugin.
         optimizer: an optimizer (or a dict or list of them) whose learning rates are plotted
             once per epoch. Default None: no learning-rate series.
-        flush_timeout: seconds to wait at the end of a run for the last points to be sent.
+        send_every_secs: seconds between two sends of the background thread. Default 2.0.
+        flush_timeout_secs: seconds the end of a run waits for the last points to be sent.
             Default 5.0.
     """
 
@@ -85,18 +81,21 @@ class VisdomLogger:
 
     def __init__(
         self,
-        server: Optional[str] = None,
-        port: Optional[int] = None,
+        server: str | None = None,
+        port: int | None = None,
         env: str = "main",
-        log_every: int = 100,
+        every_iterations: int = 100,
         optimizer: Any = None,
-        flush_timeout: float = 5.0,
+        send_every_secs: float = 2.0,
+        flush_timeout_secs: float = 5.0,
     ) -> None:
         self.server, self.port = _server_and_port(server, port)
         if not isinstance(env, str) or not env:
             raise ValueError(f"visdom option env must be a non-empty string; got {env!r}")
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-            raise ValueError(f"visdom option log_every must be an integer of at least 1; got {log_every!r}")
+        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int) or every_iterations < 1:
+            raise ValueError(
+                f"visdom option every_iterations must be an integer of at least 1; got {every_iterations!r}"
+            )
         if optimizer is not None:
             try:
                 learning_rates(optimizer)
@@ -105,21 +104,16 @@ class VisdomLogger:
                     "visdom option optimizer must be a torch optimizer, or a dict or list of them; "
                     f"got {type(optimizer).__name__} ({error})"
                 ) from None
-        if (
-            isinstance(flush_timeout, bool)
-            or not isinstance(flush_timeout, (int, float))
-            or not flush_timeout >= 0
-        ):
-            raise ValueError(f"visdom option flush_timeout must be a number of seconds >= 0; got {flush_timeout!r}")
         self.env = env
-        self.log_every = log_every
+        self.every_iterations = every_iterations
         self.optimizer = optimizer
-        self.flush_timeout = float(flush_timeout)
+        self.send_every_secs = _seconds("send_every_secs", send_every_secs, zero=False)
+        self.flush_timeout_secs = _seconds("flush_timeout_secs", flush_timeout_secs, zero=True)
         # Series this instance has plotted: the first send of a series replaces whatever window
         # of that id the env holds (a previous run's), later sends, also in later run() calls
         # of the same trainer, append to it.
         self._plotted: set = set()
-        self._sender: Optional[_Sender] = None
+        self._sender: _Sender | None = None
 
     @property
     def url(self) -> str:
@@ -127,7 +121,7 @@ class VisdomLogger:
         return f"{self.server}:{self.port}"
 
     @property
-    def sender_thread(self) -> Optional[threading.Thread]:
+    def sender_thread(self) -> threading.Thread | None:
         """The background thread of the run in progress (None between runs and off rank 0)."""
         return self._sender.thread if self._sender is not None else None
 
@@ -137,7 +131,7 @@ class VisdomLogger:
     def ignite_training_started(self, trainer: Trainer) -> None:
         self._close()  # a previous run that ended without a closing event
         if is_main_process():
-            self._sender = _Sender(self.server, self.port, self.env, self._plotted)
+            self._sender = _Sender(self.server, self.port, self.env, self._plotted, self.send_every_secs)
             self._sender.thread.start()
 
     def _queue(self, prefix: str, x: float, value: Any) -> None:
@@ -147,12 +141,12 @@ class VisdomLogger:
             sender.items.append((prefix, x, value))  # atomic: the sender thread pops meanwhile
 
     def ignite_every(self) -> dict[str, int | None]:
-        """The iteration hook runs every ``log_every`` iterations: the ones between cost nothing."""
-        return {"ignite_training_iteration_completed": self.log_every}
+        """The iteration hook runs every ``every_iterations`` iterations: the ones between cost nothing."""
+        return {"ignite_training_iteration_completed": self.every_iterations}
 
     @hookimpl
     def ignite_training_iteration_completed(self, trainer: Trainer) -> None:
-        """Queue the training output (every ``log_every`` iterations; a no-op off rank 0)."""
+        """Queue the training output (every ``every_iterations`` iterations; a no-op off rank 0)."""
         self._queue("training/iteration", trainer.current_iteration, trainer.training_history[-1])
 
     @hookimpl
@@ -160,13 +154,17 @@ class VisdomLogger:
         means = epoch_means(trainer)  # a collective: every rank calls it
         self._queue("training/epoch_mean", trainer.current_epoch, means)
         if self.optimizer is not None and self._sender is not None:
-            for name, rate in learning_rates(self.optimizer).items():
-                self._queue(name, trainer.current_epoch, rate)
+            self._queue("", trainer.current_epoch, learning_rates(self.optimizer))
 
     @hookimpl
     def ignite_validation_completed(self, trainer: Trainer) -> None:
         means = epoch_means(trainer, validation=True)  # a collective: every rank calls it
         self._queue("validation/mean", trainer.current_epoch, means)
+
+    @hookimpl
+    def ignite_epoch_completed(self, trainer: Trainer) -> None:
+        if trainer.metrics:
+            self._queue("metrics", trainer.current_epoch, dict(trainer.metrics))  # a copy: plugins update it
 
     @hookimpl
     def ignite_training_completed(self, trainer: Trainer) -> None:
@@ -179,10 +177,23 @@ class VisdomLogger:
     def _close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
-            sender.stop(self.flush_timeout)
+            sender.stop(self.flush_timeout_secs)
 
 
-def _server_and_port(server: Optional[str], port: Optional[int]) -> Tuple[str, int]:
+def _seconds(option: str, value: Any, *, zero: bool) -> float:
+    """A finite duration option, positive (or, with ``zero``, non-negative); raise naming it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not (value >= 0 if zero else value > 0)
+    ):
+        least = ">= 0" if zero else "> 0"
+        raise ValueError(f"visdom option {option} must be a finite number of seconds {least}; got {value!r}")
+    return float(value)
+
+
+def _server_and_port(server: str | None, port: int | None) -> tuple[str, int]:
     """Resolve the options against the environment; raise naming the culprit."""
     where = "option server"
     if server is None:
@@ -227,18 +238,19 @@ def _server_and_port(server: Optional[str], port: Optional[int]) -> Tuple[str, i
     return server, port
 
 
-class _Unreachable(Exception):
-    """The server refused, timed out or answered with an HTTP error."""
+class _Refused(Exception):
+    """The server answered a plot with something other than the window id (an HTTP error page)."""
 
 
 class _Sender:
     """One run's queue of points and the daemon thread that sends them."""
 
-    def __init__(self, server: str, port: int, env: str, plotted: set) -> None:
+    def __init__(self, server: str, port: int, env: str, plotted: set, interval: float) -> None:
         self.server, self.port, self.env = server, port, env
         self.plotted = plotted
+        self.interval = interval
         # The training thread only appends here (deque.append is atomic); stop() sets `wake`.
-        self.items: Deque[Item] = collections.deque()
+        self.items: collections.deque[Item] = collections.deque()
         self.wake = threading.Event()
         # True once the sender gave up (server unreachable, error, or flush timed out): the
         # training thread then stops queueing.
@@ -262,8 +274,8 @@ class _Sender:
             self._abandoned = True
             self.quiet = True
             self._warn(
-                "Visdom server at %s did not take the last points within flush_timeout=%gs: %d queued outputs and "
-                "means were not plotted. Training is not affected. Raise the option flush_timeout, or: %s",
+                "Visdom server at %s did not take the last points within flush_timeout_secs=%gs: %d queued outputs "
+                "and means were not plotted. Training is not affected. Raise the option flush_timeout_secs, or: %s",
                 self.url,
                 timeout,
                 len(self.items),
@@ -280,27 +292,26 @@ class _Sender:
     # -- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        client = None
         try:
             client = _connect(self.server, self.port, self.env)
             while not self._abandoned:
-                self.wake.wait(SEND_INTERVAL)
+                self.wake.wait(self.interval)
                 self.wake.clear()
                 stopping = self._stopping  # read before draining: points queued before stop() go out
                 self._send_pending(client)
                 if stopping:
                     break
-        except _Unreachable as error:
+        except (ConnectionError, _Refused) as error:  # visdom raises ConnectionError for any failed request
             self.quiet = True
             if not self._abandoned:
                 self._warn(
                     "Cannot plot to the Visdom server at %s (%s): nothing more is plotted in this run; "
                     "training continues. %s",
                     self.url,
-                    error,
+                    _reason(error),
                     _START_HINT,
                 )
-        except Exception as error:  # never let a plotting problem surface in the training loop
+        except Exception as error:  # noqa: BLE001 - never let a plotting problem surface in the training loop
             self.quiet = True
             if not self._abandoned:
                 self._warn(
@@ -312,164 +323,86 @@ class _Sender:
                     exc_info=True,
                 )
         finally:
-            if client is not None:
-                client.close_connection()
             if self.quiet:
                 self.items.clear()
 
     def _send_pending(self, client: Any) -> None:
-        batches: Dict[str, Tuple[List[float], List[float]]] = {}
+        batches: dict[str, tuple[list[float], list[float]]] = {}
         items = self.items
-        taken: List[Item] = []
+        taken: list[Item] = []
         while items:
             taken.append(items.popleft())
         # One read for everything queued since the last send: at most one host sync per send.
         for (prefix, x, _), numbers in zip(taken, scalars_of([value for _, _, value in taken])):
             for key, y in numbers.items():
-                xs, ys = batches.setdefault(tag(prefix, key), ([], []))
+                xs, ys = batches.setdefault(tag(prefix, key) if prefix else key, ([], []))
                 xs.append(x)
                 ys.append(y)
         for series, (xs, ys) in batches.items():
             if self._abandoned:
                 return
-            _plot(client, series, xs, ys, replace=series not in self.plotted)
+            _plot(client, self.env, series, xs, ys, replace=series not in self.plotted)
             self.plotted.add(series)
 
 
-def _plot(client: Any, series: str, xs: List[float], ys: List[float], replace: bool) -> None:
+def _plot(client: Any, env: str, series: str, xs: list[float], ys: list[float], replace: bool) -> None:
+    """One ``Visdom.line`` call with all new points of ``series``; raise _Refused unless the
+    server answers with the window id, as visdom's server does for a plot it took."""
     import numpy as np
 
     x_label = "iteration" if series.startswith("training/iteration") else "epoch"
-    opts = {"title": series, "xlabel": x_label, "ylabel": series}
-    client.line(
+    answer = client.line(
         Y=np.asarray(ys, dtype=np.float64),
         X=np.asarray(xs, dtype=np.float64),
         win=series,
-        env=client.env,
-        opts=opts,
+        env=env,
+        opts={"title": series, "xlabel": x_label, "ylabel": series},
         update=None if replace else "append",
     )
+    if answer != series:
+        text = " ".join(str(answer).split())
+        raise _Refused(f"it answered {text[:200]!r} to a plot of window {series!r}")
 
 
 def _reason(error: BaseException) -> str:
     """The most telling cause of a failed request: the innermost OS error (``[Errno 111]
-    Connection refused``), else the first cause below the error itself (a timeout), else the
-    message itself."""
-    chain: List[BaseException] = []
-    current: Optional[BaseException] = error
+    Connection refused``) in the chain visdom's ConnectionError carries, else the message."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
     while current is not None and all(current is not seen for seen in chain):
         chain.append(current)
         wrapped = getattr(current, "reason", None)  # urllib3's MaxRetryError
         if not isinstance(wrapped, BaseException):
             wrapped = next((arg for arg in current.args if isinstance(arg, BaseException)), None)
         current = wrapped or current.__cause__ or current.__context__
-    os_errors = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
-    below = [e for e in chain[1:] if str(e) != str(error)]
-    found = os_errors[-1] if os_errors else below[0] if below else error
+    os_errors = [e for e in chain[1:] if isinstance(e, OSError) and e.errno is not None]
+    found = os_errors[-1] if os_errors else error
     text = str(found) or type(found).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-class _Connection:
-    """One keep-alive HTTP connection to the server, for visdom's client to post through.
+class _SenderThreadOnly(logging.Filter):
+    """Drops the visdom client's own log records made on the sender threads ("Setting up a new
+    session...", "Without the incoming socket..."): notices about features the plugin does not
+    use; failures reach the user as the plugin's one warning."""
 
-    visdom's client posts with ``requests``, several times the CPU of a request over a kept-alive
-    ``http.client`` connection, on a thread that shares the GIL with training
-    (benchmarks/README.md). Proxy settings from the environment are not applied.
-    """
-
-    def __init__(self, server: str, port: int) -> None:
-        parts = urlsplit(server)
-        self._host, self._port = parts.hostname or "localhost", port
-        self._kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self._connection: Optional[http.client.HTTPConnection] = None
-
-    def post(self, url: str, body: Any) -> str:
-        """POST ``body`` (JSON text) to ``url``'s path; the answer's text. Raises _Unreachable."""
-        parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        while True:
-            reused = self._connection is not None
-            try:
-                connection = self._connection if reused else self._open()
-                self._connection = connection
-                connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                text = response.read().decode("utf-8", "replace")
-            except (ConnectionResetError, BrokenPipeError) as error:
-                self.close()
-                if reused:
-                    continue  # the server closed the idle connection before the request: once more
-                raise _Unreachable(_reason(error)) from error
-            except (OSError, http.client.HTTPException) as error:
-                self.close()
-                raise _Unreachable(_reason(error)) from error
-            if response.status >= 400:
-                self.close()
-                raise _Unreachable(f"HTTP {response.status} {response.reason} for {path}")
-            return text
-
-    def _open(self) -> http.client.HTTPConnection:
-        connect_timeout, read_timeout = REQUEST_TIMEOUT
-        connection = self._kind(self._host, self._port, timeout=connect_timeout)
-        connection.connect()
-        connection.sock.settimeout(read_timeout)
-        return connection
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != THREAD_NAME
 
 
-_client_class: Any = None
+_visdom_filter: _SenderThreadOnly | None = None
+_filter_lock = threading.Lock()
 
 
 def _connect(server: str, port: int, env: str) -> Any:
-    """Import visdom (only now, on the sender thread), make a quiet client and check that the
-    server answers by creating the env. Raises _Unreachable."""
-    global _client_class
-    if _client_class is None:
-        _client_class = _make_client_class()
-    client = _client_class(server=server, port=port, env=env)
-    client._send({"eid": env}, endpoint="env/" + env)
-    return client
-
-
-def _make_client_class() -> Any:
+    """Import visdom (only now, on the sender thread) and make a client; its constructor
+    creates the env on the server and raises ConnectionError when it cannot be reached."""
+    global _visdom_filter
+    with _filter_lock:
+        if _visdom_filter is None:
+            _visdom_filter = _SenderThreadOnly()
+            logging.getLogger("visdom").addFilter(_visdom_filter)
     import visdom
 
-    class QuietVisdom(visdom.Visdom):
-        """visdom's client made quiet, bounded and cheaper: it builds the messages, they are
-        posted over one kept-alive connection (see _Connection) with a timeout on every request
-        (visdom sets none); failures (refused, timed out, HTTP errors) raise _Unreachable
-        instead of printing tracebacks; no websocket (no 5 s wait, no warning); appends to the
-        windows it made skip the extra "does the window exist" request."""
-
-        def __init__(self, server: str, port: int, env: str) -> None:
-            # send=False: the constructor's request and its socket warning are skipped.
-            super().__init__(
-                server=server, port=port, env=env, send=False, raise_exceptions=True, use_incoming_socket=False
-            )
-            self.send = True
-            self._ignite_connection = _Connection(server, port)
-            self._ignite_windows: set = set()
-
-        def _handle_post(self, url: str, data: Any = None) -> str:
-            return self._ignite_connection.post(url, data if data is not None else "")
-
-        def close_connection(self) -> None:
-            self._ignite_connection.close()
-
-        def _send(self, msg: Any, endpoint: str = "events", *args: Any, **kwargs: Any) -> Any:
-            result = super()._send(msg, endpoint, *args, **kwargs)
-            if endpoint in ("events", "update") and msg.get("win") is not None:
-                self._ignite_windows.add((msg.get("eid"), msg["win"]))
-            return result
-
-        def win_exists(self, win: str, env: Optional[str] = None) -> Optional[bool]:
-            if (env, win) in self._ignite_windows:
-                return True
-            return self._win_exists_wrap(win, env) == "true"  # raises _Unreachable
-
-    return QuietVisdom
+    # No incoming socket: the plugin receives no events, and would otherwise wait up to 5 s for it.
+    return visdom.Visdom(server=server, port=port, env=env, use_incoming_socket=False, raise_exceptions=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -13,19 +13,22 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import entry_points
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
+import ignite_visdom
 import numpy
 import pytest
 import torch
+from ignite_visdom import THREAD_NAME, VisdomLogger
 
-from ignite import PluginError, Trainer, TrainingEvents
+from ignite import PluginError, Trainer, TrainingEvents, hookimpl
 from ignite.pytest_plugin import IgniteAutoload, IgniteRanks
 
-import ignite_visdom
-from ignite_visdom import THREAD_NAME, VisdomLogger
+# visdom's client calls the deprecated logging.Logger.warn (visdom 0.2.4); not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated:DeprecationWarning")
 
 HOST = "127.0.0.1"
 SERVER_URL = f"http://{HOST}"
@@ -37,7 +40,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(port: int, env_path: str) -> List[str]:
+def server_command(port: int, env_path: str) -> list[str]:
     """The offline way to start a server: run_server.main, which (unlike `python -m
     visdom.server`) does not try to download the web assets first."""
     argv = ["visdom", "-port", str(port), "--hostname", HOST, "-bind_local", "-env_path", env_path]
@@ -45,10 +48,10 @@ def server_command(port: int, env_path: str) -> List[str]:
     return [sys.executable, "-c", code]
 
 
-@pytest.fixture(scope="module")
-def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A real Visdom server on a free loopback port; yields the port, always killed."""
-    folder = tmp_path_factory.mktemp("visdom_server")
+@contextlib.contextmanager
+def running_server(folder: Any) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A real Visdom server process on a free loopback port, saving its envs under ``folder``;
+    yields (port, process) once it listens, always killed after."""
     port = free_port()
     log = open(folder / "server.log", "wb")
     process = subprocess.Popen(
@@ -70,11 +73,18 @@ def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 pytest.fail(f"visdom server exited with {process.returncode}: {(folder / 'server.log').read_text()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"visdom server did not listen on port {port} within 60 s")
-        yield port
+        yield port, process
     finally:
         process.kill()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real Visdom server shared by the module's tests; yields its port."""
+    with running_server(tmp_path_factory.mktemp("visdom_server")) as (port, _):
+        yield port
 
 
 @pytest.fixture
@@ -85,7 +95,7 @@ def only_visdom(ignite_isolated: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VISDOM_PORT", raising=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reader(port: int) -> Any:
     """A plain visdom client, to read back what the plugin plotted."""
     import visdom
@@ -95,7 +105,7 @@ def reader(port: int) -> Any:
         return visdom.Visdom(server=SERVER_URL, port=port, use_incoming_socket=False, raise_exceptions=True)
 
 
-def plotted(port: int, env: str, win: str) -> Dict[str, List[float]]:
+def plotted(port: int, env: str, win: str) -> dict[str, list[float]]:
     """The x and y values of the one line in window ``win`` of ``env``."""
     data = json.loads(reader(port).get_window_data(win, env))
     traces = data["content"]["data"]
@@ -127,7 +137,7 @@ class Regression:
         self.optimizer.step()
         return loss.item()
 
-    def update_dict(self, batch: Any) -> Dict[str, Any]:
+    def update_dict(self, batch: Any) -> dict[str, Any]:
         inputs, targets = batch
         self.optimizer.zero_grad()
         error = self.model(inputs) - targets
@@ -155,14 +165,14 @@ def test_plotted_points_equal_histories(only_visdom: None, visdom_server: int) -
                 "server": SERVER_URL,
                 "port": visdom_server,
                 "env": env,
-                "log_every": 4,
+                "every_iterations": 4,
                 "optimizer": task.optimizer,
             }
         },
     )
     # The learning rate changes every epoch; record the one each epoch trained with.
     scheduler = torch.optim.lr_scheduler.StepLR(task.optimizer, step_size=1, gamma=0.5)
-    rates: List[float] = []
+    rates: list[float] = []
     trainer.add_event_handler(
         TrainingEvents.TRAINING_EPOCH_COMPLETED, lambda t: rates.append(task.optimizer.param_groups[0]["lr"])
     )
@@ -204,7 +214,7 @@ def test_dict_outputs_one_window_per_key_and_runs_continue(only_visdom: None, vi
     trainer = Trainer(
         task.train,
         task.update_dict,
-        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "log_every": 3}},
+        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "every_iterations": 3}},
     )
     trainer.run(max_epochs=1)
     trainer.run(max_epochs=2)  # continues with epoch 2: its points are appended
@@ -232,8 +242,8 @@ def test_each_send_reads_what_was_queued_in_one_call(
 ) -> None:
     # One scalars_of() call per send, whatever was queued since the last one: on a GPU, one host
     # sync per send on the sender thread, not one per queued output.
-    sends: List[int] = []  # items queued at each send that had any
-    reads: List[int] = []  # items of the outputs given to each scalars_of() call
+    sends: list[int] = []  # items queued at each send that had any
+    reads: list[int] = []  # items of the outputs given to each scalars_of() call
     real_send, real_scalars_of = ignite_visdom._Sender._send_pending, ignite_visdom.scalars_of
 
     def send(sender: Any, client: Any) -> None:
@@ -241,7 +251,7 @@ def test_each_send_reads_what_was_queued_in_one_call(
             sends.append(len(sender.items))
         real_send(sender, client)
 
-    def scalars_of(outputs: Any) -> List[Dict[str, float]]:
+    def scalars_of(outputs: Any) -> list[dict[str, float]]:
         reads.append(sum(len(output) for output in outputs))
         return real_scalars_of(outputs)
 
@@ -252,7 +262,7 @@ def test_each_send_reads_what_was_queued_in_one_call(
     trainer = Trainer(
         task.train,
         task.update_dict,
-        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "log_every": 2}},
+        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "every_iterations": 2}},
     )
     trainer.run(max_epochs=2)
     # 3 logged outputs and 1 epoch mean an epoch, 2 items each: 16 values in as many calls as sends.
@@ -276,10 +286,10 @@ def test_points_before_an_exception_are_flushed(only_visdom: None, visdom_server
     trainer = Trainer(
         task.train,
         failing,
-        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "log_every": 1}},
+        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env, "every_iterations": 1}},
     )
     plugin = trainer.plugins["visdom"]
-    threads: List[threading.Thread] = []
+    threads: list[threading.Thread] = []
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: threads.append(plugin.sender_thread))
     with pytest.raises(RuntimeError, match="boom"):
         trainer.run(max_epochs=1)
@@ -292,7 +302,7 @@ def test_points_before_an_exception_are_flushed(only_visdom: None, visdom_server
 
 
 # Every socket.connect of the process while `_connects` is not None: the thread that made it.
-_connects: List[str] | None = None
+_connects: list[str] | None = None
 
 
 def _audit(event: str, args: Any) -> None:
@@ -311,7 +321,7 @@ def test_the_training_thread_does_no_network_io(only_visdom: None, visdom_server
         task.update,
         task.valid,
         task.evaluate,
-        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": "test_io", "log_every": 1}},
+        plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": "test_io", "every_iterations": 1}},
     )
     _connects = []
     try:
@@ -319,34 +329,24 @@ def test_the_training_thread_does_no_network_io(only_visdom: None, visdom_server
         seen = list(_connects)
     finally:
         _connects = None
-    # One kept-alive connection, from the sender thread, for every request of the run (the env,
-    # the iteration, epoch-mean and validation series).
-    assert seen == [THREAD_NAME]
+    # Every connection of the run (the env, the iteration, epoch-mean and validation series)
+    # comes from the sender thread.
+    assert seen and set(seen) == {THREAD_NAME}, seen
     assert len(plotted(visdom_server, "test_io", "training/iteration")["x"]) == 12
     assert windows(visdom_server, "test_io") >= {"training/iteration", "training/epoch_mean", "validation/mean"}
 
 
 class _StubHandler(BaseHTTPRequestHandler):
-    """Answers every POST with ``server.status``; with ``server.drop``, closes the connection
-    after answering while the answer promised to keep it open (as a server that timed out an
-    idle keep-alive connection does). Records (connection number, path) of each request."""
-
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.connections += 1  # type: ignore[attr-defined]
-        self.number = self.server.connections  # type: ignore[attr-defined]
+    """Answers every POST with HTTP 500 and the body Tornado gives it; records the paths."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.requests.append((self.number, self.path))  # type: ignore[attr-defined]
-        body = b'"window"'
-        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+        body = b"<html><title>500: Internal Server Error</title><body>500: Internal Server Error</body></html>"
+        self.send_response(500)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.close_connection = self.server.drop  # type: ignore[attr-defined]
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -354,10 +354,10 @@ class _StubHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub_server() -> Iterator[ThreadingHTTPServer]:
-    """A plain HTTP server on loopback, for failures a real Visdom server does not produce on
-    demand (an HTTP error, a dropped keep-alive connection)."""
+    """A plain HTTP server on loopback that fails every request: a real Visdom server does not
+    produce HTTP errors on demand."""
     server = ThreadingHTTPServer((HOST, 0), _StubHandler)
-    server.status, server.drop, server.requests, server.connections = 200, False, [], 0  # type: ignore[attr-defined]
+    server.requests = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -368,37 +368,19 @@ def stub_server() -> Iterator[ThreadingHTTPServer]:
         thread.join()
 
 
-def test_an_http_error_warns_once_naming_the_status(
+def test_an_http_error_warns_once_naming_the_answer(
     only_visdom: None, stub_server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stub_server.status = 500  # type: ignore[attr-defined]
     port = stub_server.server_address[1]
     trainer = Trainer([1.0, 2.0], lambda batch: batch, plugins={"visdom": {"server": SERVER_URL, "port": port}})
     with caplog.at_level(logging.WARNING):
         trainer.run(max_epochs=2)
+    assert trainer.current_epoch == 2
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(logged) == 1 and "HTTP 500 Internal Server Error for /env/main" in logged[0], logged
-    assert stub_server.requests == [(1, "/env/main")]  # type: ignore[attr-defined]  # then quiet
-
-
-def test_a_keep_alive_connection_the_server_dropped_is_reopened(
-    only_visdom: None, stub_server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    stub_server.drop = True  # type: ignore[attr-defined]
-    port = stub_server.server_address[1]
-    trainer = Trainer(
-        [1.0, 2.0],
-        lambda batch: batch,
-        plugins={"visdom": {"server": SERVER_URL, "port": port, "log_every": 1}},
-    )
-    with caplog.at_level(logging.WARNING):
-        trainer.run(max_epochs=2)
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
-    requests = stub_server.requests  # type: ignore[attr-defined]
-    # The env, then one request per series (iteration values, epoch means), each on a new
-    # connection since the previous one was dropped; none lost.
-    assert [path for _, path in requests] == ["/env/main", "/events", "/events"]
-    assert [number for number, _ in requests] == [1, 2, 3]
+    assert len(logged) == 1 and "500: Internal Server Error" in logged[0], logged
+    assert "'training/epoch_mean'" in logged[0]
+    # visdom's client creates the env, the first plot fails: then the plugin is quiet.
+    assert stub_server.requests == ["/env/main", "/events"]  # type: ignore[attr-defined]
 
 
 def test_unreachable_server_warns_once_and_training_completes(
@@ -411,10 +393,10 @@ def test_unreachable_server_warns_once_and_training_completes(
         task.update,
         task.valid,
         task.evaluate,
-        plugins={"visdom": {"server": SERVER_URL, "port": port, "log_every": 1}},
+        plugins={"visdom": {"server": SERVER_URL, "port": port, "every_iterations": 1}},
     )
     plugin = trainer.plugins["visdom"]
-    threads: List[threading.Thread] = []
+    threads: list[threading.Thread] = []
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: threads.append(plugin.sender_thread))
     with caplog.at_level(logging.WARNING):
         trainer.run(max_epochs=3)
@@ -432,6 +414,88 @@ def test_unreachable_server_warns_once_and_training_completes(
     assert "Traceback" not in out + err and "Exception in user code" not in out + err
 
 
+def test_a_server_that_dies_mid_run_warns_once_and_training_completes(
+    only_visdom: None, tmp_path: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = "test_dies"
+    task = Regression()
+    with running_server(tmp_path) as (port, process):
+        reader(port)  # made before the run: its constructor logs warnings of its own
+        trainer = Trainer(
+            task.train,
+            task.update,
+            task.valid,
+            task.evaluate,
+            plugins={
+                "visdom": {"server": SERVER_URL, "port": port, "env": env, "every_iterations": 1, "send_every_secs": 0.05}
+            },
+        )
+        plugin = trainer.plugins["visdom"]
+        threads: list[threading.Thread] = []
+        received: list[list[float]] = []
+
+        def kill_the_server_once_it_holds_points(trainer: Trainer) -> None:
+            if trainer.current_iteration != 3:
+                return
+            threads.append(plugin.sender_thread)
+            # The server holds the first batch (a real state, polled with a deadline); then it dies.
+            deadline = time.monotonic() + 60
+            while env not in reader(port).get_env_list() or "training/iteration" not in windows(port, env):
+                assert time.monotonic() < deadline, "the first batch did not reach the server within 60 s"
+                threading.Event().wait(0.02)
+            received.append(plotted(port, env, "training/iteration")["x"])
+            process.kill()
+            process.wait(timeout=30)
+
+        trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, kill_the_server_once_it_holds_points)
+        caplog.clear()  # the reader's making is not the run's
+        with caplog.at_level(logging.WARNING):
+            trainer.run(max_epochs=3)
+
+    assert received and received[0][0] == 1.0  # plotted while the server lived
+    assert len(trainer.training_history) == 18 and trainer.current_epoch == 3
+    assert not threads[0].is_alive() and plugin.sender_thread is None
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in logged] == ["ignite.visdom"], [r.getMessage() for r in logged]
+    message = logged[0].getMessage()
+    assert f"Cannot plot to the Visdom server at {SERVER_URL}:{port}" in message
+    assert "nothing more is plotted in this run; training continues" in message
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+class EpochMetrics:
+    """A metric plugin: from epoch 2 on, sets two metrics at EPOCH_COMPLETED, before the loggers."""
+
+    ignite_phase = "observe"
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {"accuracy": [], "f1": []}
+
+    @hookimpl
+    def ignite_epoch_completed(self, trainer: Trainer) -> None:
+        if trainer.current_epoch >= 2:
+            for offset, name in enumerate(("accuracy", "f1")):
+                value = 0.5 + 0.1 * trainer.current_epoch + 0.01 * offset
+                trainer.metrics[name] = value
+                self.values[name].append(value)
+
+
+def test_metrics_one_window_each_at_epoch_completed(only_visdom: None, visdom_server: int) -> None:
+    env = "test_metrics"
+    task = Regression()
+    trainer = Trainer(
+        task.train, task.update, plugins={"visdom": {"server": SERVER_URL, "port": visdom_server, "env": env}}
+    )
+    metrics = trainer.register_plugin(EpochMetrics(), name="metrics_for_test")
+    trainer.run(max_epochs=4)
+
+    # Epoch 1 had no metrics: nothing plotted for it.
+    assert windows(visdom_server, env) == {"training/epoch_mean", "metrics/accuracy", "metrics/f1"}
+    for name in ("accuracy", "f1"):
+        assert plotted(visdom_server, env, f"metrics/{name}") == {"x": [2.0, 3.0, 4.0], "y": metrics.values[name]}
+
+
 def test_silent_server_gives_up_after_flush_timeout(only_visdom: None, caplog: pytest.LogCaptureFixture) -> None:
     # A socket that listens but never accepts: requests connect, then wait for an answer.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
@@ -442,10 +506,10 @@ def test_silent_server_gives_up_after_flush_timeout(only_visdom: None, caplog: p
         trainer = Trainer(
             task.train,
             task.update,
-            plugins={"visdom": {"server": SERVER_URL, "port": port, "log_every": 1, "flush_timeout": 0.2}},
+            plugins={"visdom": {"server": SERVER_URL, "port": port, "every_iterations": 1, "flush_timeout_secs": 0.2}},
         )
         plugin = trainer.plugins["visdom"]
-        threads: List[threading.Thread] = []
+        threads: list[threading.Thread] = []
         trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: threads.append(plugin.sender_thread))
         with caplog.at_level(logging.WARNING):
             trainer.run(max_epochs=2)
@@ -456,7 +520,7 @@ def test_silent_server_gives_up_after_flush_timeout(only_visdom: None, caplog: p
     assert not threads[0].is_alive()
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(logged) == 1, [r.getMessage() for r in logged]
-    assert "flush_timeout=0.2s" in logged[0].getMessage()
+    assert "flush_timeout_secs=0.2s" in logged[0].getMessage()
     assert f"{SERVER_URL}:{port}" in logged[0].getMessage()
 
 
@@ -476,7 +540,7 @@ training = [float(10 * rank + i) for i in range(3)]   # rank 0: 0 1 2, rank 1: 1
 validation = [100.0 + rank]
 trainer = Trainer(training, lambda batch: batch, validation, lambda batch: batch,
                   plugins={"visdom": {"server": "http://127.0.0.1", "port": server_port, "env": "test_ranks",
-                                      "log_every": 1}})
+                                      "every_iterations": 1}})
 threads = []
 trainer.add_event_handler(TrainingEvents.TRAINING_STARTED,
                           lambda t: threads.append(t.plugins["visdom"].sender_thread is not None))
@@ -515,14 +579,15 @@ def test_autoloaded_with_defaults_from_environment(
     trainer = Trainer(task.train * 20, task.update)  # 120 iterations an epoch
     plugin = trainer.plugins["visdom"]
     assert isinstance(plugin, VisdomLogger)
-    assert (plugin.server, plugin.port, plugin.env, plugin.log_every, plugin.optimizer, plugin.flush_timeout) == (
-        SERVER_URL,
-        visdom_server,
-        "main",
-        100,
-        None,
-        5.0,
-    )
+    assert (
+        plugin.server,
+        plugin.port,
+        plugin.env,
+        plugin.every_iterations,
+        plugin.optimizer,
+        plugin.send_every_secs,
+        plugin.flush_timeout_secs,
+    ) == (SERVER_URL, visdom_server, "main", 100, None, 2.0, 5.0)
     trainer.run(max_epochs=2)
     history = trainer.training_history
     assert plotted(visdom_server, "main", "training/iteration") == {"x": [100.0, 200.0], "y": [history[99], history[199]]}
@@ -544,18 +609,22 @@ def test_server_and_port_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     "options, error, match",
     [
-        ({"log_every": 0}, ValueError, "log_every"),
-        ({"log_every": 2.5}, ValueError, "log_every"),
+        ({"every_iterations": 0}, ValueError, "every_iterations"),
+        ({"every_iterations": 2.5}, ValueError, "every_iterations"),
         ({"env": ""}, ValueError, "env"),
         ({"port": "8097"}, TypeError, "port"),
         ({"port": 70000}, ValueError, "port"),
         ({"server": "http://h/path"}, ValueError, "server"),
         ({"server": "http://h:1", "port": 2}, ValueError, "different ports"),
-        ({"flush_timeout": -1}, ValueError, "flush_timeout"),
+        ({"flush_timeout_secs": -1}, ValueError, "flush_timeout_secs"),
+        ({"flush_timeout_secs": float("inf")}, ValueError, "flush_timeout_secs"),
+        ({"send_every_secs": 0}, ValueError, "send_every_secs"),
+        ({"send_every_secs": "2"}, ValueError, "send_every_secs"),
+        ({"send_every_secs": float("nan")}, ValueError, "send_every_secs"),
         ({"optimizer": object()}, TypeError, "optimizer"),
     ],
 )
-def test_invalid_options_name_the_option(options: Dict[str, Any], error: type, match: str) -> None:
+def test_invalid_options_name_the_option(options: dict[str, Any], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         VisdomLogger(**options)
 
@@ -568,8 +637,15 @@ def test_invalid_port_environment_variable(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_unknown_option_is_reported_by_the_core(only_visdom: None) -> None:
     task = Regression()
-    with pytest.raises(PluginError, match="log_every"):
-        Trainer(task.train, task.update, plugins={"visdom": {"logevery": 3}})
+    with pytest.raises(PluginError, match="Did you mean 'every_iterations'"):
+        Trainer(task.train, task.update, plugins={"visdom": {"every_iteration": 3}})
+
+
+@pytest.mark.parametrize("old, new", [("log_every", "every_iterations"), ("flush_timeout", "flush_timeout_secs")])
+def test_former_option_names_are_refused_naming_the_new_one(only_visdom: None, old: str, new: str) -> None:
+    task = Regression()
+    with pytest.raises(PluginError, match=f"has no option '{old}'. Did you mean '{new}'\\? \\('{old}' was renamed"):
+        Trainer(task.train, task.update, plugins={"visdom": {old: 3}})
 
 
 def test_visdom_is_imported_lazily() -> None:

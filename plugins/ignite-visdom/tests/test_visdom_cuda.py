@@ -17,17 +17,15 @@ pytestmark = [
 
 
 class Client:
-    """Stands in for the Visdom client (not installed on the GPU machine): records the points."""
+    """Stands in for visdom's client (not installed on the GPU machine): records the points of
+    its public ``line`` and answers with the window id, as the server does."""
 
     def __init__(self):
-        self.env = "main"
         self.points: dict[str, list[float]] = {}
 
-    def line(self, Y, X, win, env, opts, update):
+    def line(self, Y, X=None, win=None, env=None, opts=None, update=None, name=None):
         self.points.setdefault(win, []).extend(float(y) for y in Y)
-
-    def close_connection(self):
-        pass
+        return win
 
 
 def test_visdom_queues_loss_tensors_without_a_sync_in_the_iterations(monkeypatch):
@@ -36,7 +34,7 @@ def test_visdom_queues_loss_tensors_without_a_sync_in_the_iterations(monkeypatch
     client = Client()
     monkeypatch.setattr(ignite_visdom, "_connect", lambda server, port, env: client)
     _, _, data, update = cuda_regression()
-    trainer = Trainer(data, update, plugins={"visdom": {"log_every": 1}})
+    trainer = Trainer(data, update, plugins={"visdom": {"every_iterations": 1}})
     run_without_host_syncs(trainer, 2)
     # A read on the sender thread while "error" was set would have made the plugin go quiet.
     assert client.points["training/iteration"] == pytest.approx([float(v) for v in trainer.training_history], rel=1e-6)
