@@ -211,7 +211,7 @@ class TensorBoardLogger:
             raise ValueError(f"tensorboard state must hold 'dir', 'in_epoch' and 'hparams_written'; {error!r}") from None
         if not (folder is None or isinstance(folder, str)) or not isinstance(in_epoch, bool) or not isinstance(written, bool):
             raise ValueError(f"tensorboard state is malformed: {dict(state)!r}")
-        if folder is not None and not self._dir_given:
+        if not self._dir_given:
             self.dir = folder
         elif folder is not None and os.path.abspath(folder) != os.path.abspath(self.dir or ""):
             logger.warning("The resumed run wrote its TensorBoard logs to %s; this one writes to %s (option dir)", folder, self.dir)

@@ -664,7 +664,8 @@ def test_a_state_names_the_folder_and_a_malformed_one_is_refused(tmp_path, monke
         Trainer([1.0], float_update, plugins={"tensorboard": {}}).load_state_dict(broken)
 
 
-def test_a_run_resumed_from_a_state_inside_an_epoch_replaces_what_was_written_after_it(tmp_path):
+@pytest.mark.parametrize("loaded", ["before run()", "from a TRAINING_STARTED handler"])
+def test_a_run_resumed_from_a_state_inside_an_epoch_replaces_what_was_written_after_it(tmp_path, loaded):
     # In one process: a state taken after iteration 6 of an epoch of 8 (a logged one), the run
     # going on to write epoch 1's end and more, then a new trainer resumed from that state.
     def trainer_for(folder):
@@ -683,7 +684,10 @@ def test_a_run_resumed_from_a_state_inside_an_epoch_replaces_what_was_written_af
     interrupted.run(2)
     assert max(step for step, _ in read_events(tmp_path / "resumed")["training/iteration"]) == 12
     resumed = trainer_for(tmp_path / "resumed")
-    resumed.load_state_dict(states[0])
+    if loaded == "before run()":
+        resumed.load_state_dict(states[0])
+    else:  # after the plugin opened its writer: it opens another one, which purges, at EPOCH_STARTED
+        resumed.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: t.load_state_dict(states[0]))
     resumed.run(2)
     assert read_events(tmp_path / "resumed") == read_events(tmp_path / "straight")
     (values, metrics), (straight_values, straight_metrics) = hparams_of(tmp_path / "resumed"), hparams_of(tmp_path / "straight")
