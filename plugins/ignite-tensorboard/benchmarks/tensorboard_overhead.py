@@ -1,18 +1,17 @@
 """Per-iteration cost of the tensorboard plugin on a small model, by hand:
 
-    .venv/bin/python plugins/ignite-tensorboard/benchmarks/tensorboard_overhead.py [--log-every N ...]
+    .venv/bin/python plugins/ignite-tensorboard/benchmarks/tensorboard_overhead.py [--every-iterations N ...]
 
 Trains a 64-32-10 MLP with SGD on one fixed batch of 32 (so the data loader costs nothing),
 alternating runs without and with the plugin, and prints the best (minimum over repeats) CPU
-us/iteration of the iteration loop of each (opening and closing the event file, once per run,
-are not counted) and the difference. The plugin writes synchronously on the training thread (no
-background thread); CPU time of the whole process is steadier than wall time on a shared
-machine, and would also count any other thread's work.
+us/iteration of the iteration loop of each (opening and closing the writer, once per run, are
+not counted) and the difference. CPU time of the whole process counts the work of
+SummaryWriter's writing thread too, and is steadier than wall time on a shared machine.
 
 A difference under ~1 us/iteration is within the noise of a busy machine, so the script also
-measures the two parts of the cost separately and adds them up for each log_every: an
+measures the two parts of the cost separately and adds them up for each every_iterations: an
 iteration that is not logged (the span from the end of one MLP step to the start of the next,
-with and without the plugin), and one logged value (with log_every=1 on the MLP).
+with and without the plugin), and one logged value (with every_iterations=1 on the MLP).
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ def best_pair(options: dict, iterations: int, repeats: int, update_factory) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log-every", type=int, nargs="*", default=[10, 50, 100])
+    parser.add_argument("--every-iterations", type=int, nargs="*", default=[10, 50, 100])
     parser.add_argument("--iterations", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -93,29 +92,29 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as log_dir:
         time_run({}, 500, make_update())  # warm-up, and the lazy imports
-        time_run({"tensorboard": {"log_dir": log_dir}}, 500, make_update())
+        time_run({"tensorboard": {"dir": log_dir}}, 500, make_update())
 
         without = skipped = float("inf")
         for _ in range(args.repeats):
             without = min(without, hook_span({}, args.iterations))
             skipped = min(
-                skipped, hook_span({"tensorboard": {"log_dir": log_dir, "log_every": 10**9}}, args.iterations)
+                skipped, hook_span({"tensorboard": {"dir": log_dir, "every_iterations": 10**9}}, args.iterations)
             )
         hook = skipped - without
         print(f"an iteration not logged, between MLP steps: {hook:+.3f} us")
-        base, every = best_pair({"log_dir": log_dir, "log_every": 1}, args.iterations, args.repeats, make_update)
+        base, every = best_pair({"dir": log_dir, "every_iterations": 1}, args.iterations, args.repeats, make_update)
         value = every - base - hook
         print(
-            f"MLP step without the plugin: {base:.1f} us; with log_every=1: {every:.1f} us "
+            f"MLP step without the plugin: {base:.1f} us; with every_iterations=1: {every:.1f} us "
             f"-> one logged value {value:.1f} us"
         )
-        for log_every in args.log_every:
-            estimate = hook + value / log_every
+        for every_iterations in args.every_iterations:
+            estimate = hook + value / every_iterations
             without, with_plugin = best_pair(
-                {"log_dir": log_dir, "log_every": log_every}, args.iterations, args.repeats, make_update
+                {"dir": log_dir, "every_iterations": every_iterations}, args.iterations, args.repeats, make_update
             )
             print(
-                f"log_every={log_every:<5d} estimate {estimate:5.2f} us/it ({estimate / base:.2%})   "
+                f"every_iterations={every_iterations:<5d} estimate {estimate:5.2f} us/it ({estimate / base:.2%})   "
                 f"measured: without {without:6.1f}, with {with_plugin:6.1f}, "
                 f"difference {with_plugin - without:+5.2f} us/it"
             )

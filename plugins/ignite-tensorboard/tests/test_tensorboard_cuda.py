@@ -20,7 +20,7 @@ def test_tensorboard_logs_loss_tensors_without_a_sync_in_the_iterations(tmp_path
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     _, optimizer, data, update = cuda_regression()
-    trainer = Trainer(data, update, plugins={"tensorboard": {"log_dir": tmp_path, "log_every": 1, "optimizer": optimizer}})
+    trainer = Trainer(data, update, plugins={"tensorboard": {"dir": tmp_path, "every_iterations": 1, "optimizer": optimizer}})
     run_without_host_syncs(trainer, 2)
     accumulator = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     accumulator.Reload()
