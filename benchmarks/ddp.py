@@ -222,7 +222,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
         options: dict[str, Any] = {
             "early_stopping": {"patience": 10**6},
             "lr_reduction": {"optimizer": optimizer, "patience": 10**6},
-            "tensorboard": {"log_dir": os.path.join(scratch, f"tb{run}"), "optimizer": optimizer},
+            "tensorboard": {"dir": os.path.join(scratch, f"tb{run}"), "optimizer": optimizer},
             "progress": {"file": devnull},
             "checkpoint": {
                 "dirname": os.path.join(scratch, f"checkpoints{run}"),

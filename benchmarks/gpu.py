@@ -304,7 +304,7 @@ def plugin_options(workload: Workload, folder: str) -> dict[str, Any]:
     return {
         "early_stopping": {"patience": 1000},
         "lr_reduction": {"optimizer": optimizer},
-        "tensorboard": {"log_dir": tempfile.mkdtemp(dir=folder), "optimizer": optimizer},
+        "tensorboard": {"dir": tempfile.mkdtemp(dir=folder), "optimizer": optimizer},
         "progress": {"disable": False, "file": open(os.devnull, "w")},  # noqa: SIM115 - closed with the folder's run
         # A folder per run: the plugin warns about another run's checkpoints in its folder.
         "checkpoint": {"dirname": tempfile.mkdtemp(dir=folder), "objects": {"model": workload.model, "optimizer": optimizer}},

@@ -81,7 +81,7 @@ def plugin_options(objects: dict[str, Any], folder: str, visdom_port: int) -> di
     return {
         "early_stopping": {"patience": 1000},
         "lr_reduction": {"optimizer": optimizer},
-        "tensorboard": {"log_dir": os.path.join(folder, "tb"), "optimizer": optimizer},
+        "tensorboard": {"dir": os.path.join(folder, "tb"), "optimizer": optimizer},
         "visdom": {"server": "http://127.0.0.1", "port": visdom_port, "env": "bench"},
         "progress": {"disable": False, "file": open(os.devnull, "w")},  # noqa: SIM115 - lives for the process
         # A folder per run (the plugin warns about another run's checkpoints in its folder).

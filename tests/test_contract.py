@@ -383,7 +383,7 @@ def test_standard_periodic_work_is_profiled_as_plugin_hooks_after_the_handlers(t
     tensorboard = pytest.importorskip("ignite_tensorboard")
     progress = pytest.importorskip("ignite_progress")
     trainer = Trainer([1.0] * 8, lambda batch: batch, profile=True)
-    logger = trainer.register_plugin(tensorboard.TensorBoardLogger(log_dir=str(tmp_path), log_every=4), name="tensorboard")
+    logger = trainer.register_plugin(tensorboard.TensorBoardLogger(dir=str(tmp_path), every_iterations=4), name="tensorboard")
     trainer.register_plugin(progress.ProgressBar(file=io.StringIO(), disable=False), name="progress")
     seen: list = []
 
@@ -408,7 +408,7 @@ def test_standard_periodic_work_is_profiled_as_plugin_hooks_after_the_handlers(t
 def test_an_exception_in_tensorboards_periodic_hook_names_it(tmp_path):
     tensorboard = pytest.importorskip("ignite_tensorboard")
     trainer = Trainer([1.0] * 4, lambda batch: batch)
-    logger = trainer.register_plugin(tensorboard.TensorBoardLogger(log_dir=str(tmp_path), log_every=2), name="tensorboard")
+    logger = trainer.register_plugin(tensorboard.TensorBoardLogger(dir=str(tmp_path), every_iterations=2), name="tensorboard")
     trainer.add_event_handler(E.TRAINING_STARTED, lambda t: setattr(logger, "_pending", None))
     with pytest.raises(AttributeError) as info:
         trainer.run(1)

@@ -267,12 +267,15 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(main_run
     accumulator = EventAccumulator(str(main_run / "tb_rank0"))
     accumulator.Reload()
     results = read(main_run, "tensorboard")
+    # Every series is stepped by the iteration count; the "epoch" series maps those steps to epochs.
+    epoch_at = {event.step: int(event.value) for event in accumulator.Scalars("epoch")}
+    assert sorted(epoch_at.values()) == [1, 2]
     for tag, runs_key in (("validation/mean", "validation"), ("training/epoch_mean", "training")):
         events = accumulator.Scalars(tag)
-        assert [event.step for event in events] == [1, 2]
+        assert [epoch_at[event.step] for event in events] == [1, 2]
         for event in events:
             # Batch-weighted over both ranks: all batches of the epoch, whichever rank ran them.
-            values = [value for result in results for value in result[runs_key][event.step - 1]]
+            values = [value for result in results for value in result[runs_key][epoch_at[event.step] - 1]]
             assert event.value == pytest.approx(sum(values) / len(values), rel=1e-6)
     validation = accumulator.Scalars("validation/mean")
     # Rank 0 ran 2 batches (10, 11 in epoch 1), rank 1 three (110, 111, 112): 354 / 5, not

@@ -14,7 +14,7 @@ this rank saw. The cases:
 ``terminate_epoch``   rank 0 calls terminate() at EPOCH_COMPLETED of epoch 2.
 ``terminate_validation``  rank 1 calls terminate() after validation batch 2 of epoch 2.
 ``early_stopping``    the early_stopping plugin on a validation loss that stalls on rank 1 only.
-``tensorboard``       the tensorboard plugin with log_dir OUT/tb_rank<RANK> on each rank.
+``tensorboard``       the tensorboard plugin with dir OUT/tb_rank<RANK> on each rank.
 ``checkpoint_full``   the DDP run the checkpoint cases resume, uninterrupted (3 epochs).
 ``checkpoint_crash``  the same with the checkpoint plugin (every 3 iterations); every rank
                       dies with os._exit(1) in iteration CRASH_AT (before that iteration's save).
@@ -259,7 +259,7 @@ def case_tensorboard(rank: int, out: str) -> dict:
         make_update(ddp, optimizer),
         validation,
         validate,
-        plugins={"tensorboard": {"log_dir": os.path.join(out, f"tb_rank{rank}"), "log_every": 1}},
+        plugins={"tensorboard": {"dir": os.path.join(out, f"tb_rank{rank}"), "every_iterations": 1}},
     )
     reduced: list[dict] = []
     trainer.add_event_handler(
