@@ -25,7 +25,8 @@ per-round ratios (less sensitive to load drifting over the benchmark), and of CP
 
 Diagnosis options: ``--without-vote`` adds a trainer without the stop vote (a private
 override, for measurement only), ``--vote-every N`` one that votes every N iterations
-(``IGNITE_STOP_VOTE_EVERY``; the default is 32), ``--only NAMES`` activates only some plugins, ``--profile VARIANT`` prints rank 0's
+(``IGNITE_STOP_VOTE_EVERY``; the default is 32), ``--only NAMES`` activates only some plugins,
+``--profile VARIANT`` prints rank 0's
 cProfile of that variant.
 
 Measured on the 2-core development machine (November 2026, torch 2.13): with a vote on every
@@ -213,7 +214,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
 
     scratch = tempfile.mkdtemp(prefix=f"ignite-bench-ddp-rank{rank}-")  # tensorboard and checkpoint files
     installed = set(installed_plugin_names())
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - the progress plugin's stream for every run; closed below
+    devnull = open(os.devnull, "w")
     visdom_port = os.environ.get("BENCH_VISDOM_PORT")
     counter = iter(range(10**9))
 

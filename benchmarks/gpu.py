@@ -46,8 +46,9 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -305,7 +306,7 @@ def plugin_options(workload: Workload, folder: str) -> dict[str, Any]:
         "early_stopping": {"patience": 1000},
         "lr_reduction": {"optimizer": optimizer},
         "tensorboard": {"dir": tempfile.mkdtemp(dir=folder), "optimizer": optimizer},
-        "progress": {"disable": False, "file": open(os.devnull, "w")},  # noqa: SIM115 - closed with the folder's run
+        "progress": {"disable": False, "file": open(os.devnull, "w")},
         # A folder per run: the plugin warns about another run's checkpoints in its folder.
         "checkpoint": {"dirname": tempfile.mkdtemp(dir=folder), "objects": {"model": workload.model, "optimizer": optimizer}},
     }
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'; host syncs not counted (CPU)' if device.type != 'cuda' else ''}"
     )
     everything: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": str(device),
         "device_name": device_name,
         "torch": torch.__version__,

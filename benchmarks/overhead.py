@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import itertools
 import os
 import socket
 import statistics
@@ -27,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -83,7 +85,7 @@ def plugin_options(objects: dict[str, Any], folder: str, visdom_port: int) -> di
         "lr_reduction": {"optimizer": optimizer},
         "tensorboard": {"dir": os.path.join(folder, "tb"), "optimizer": optimizer},
         "visdom": {"server": "http://127.0.0.1", "port": visdom_port, "env": "bench"},
-        "progress": {"disable": False, "file": open(os.devnull, "w")},  # noqa: SIM115 - lives for the process
+        "progress": {"disable": False, "file": open(os.devnull, "w")},
         # A folder per run (the plugin warns about another run's checkpoints in its folder).
         "checkpoint": {"dirname": tempfile.mkdtemp(dir=folder), "objects": objects or {"optimizer": optimizer}},
     }
@@ -131,7 +133,7 @@ def epoch_seconds(
     trainer.add_event_handler(TrainingEvents.EPOCH_STARTED, lambda t: stamps.append((time.perf_counter(), _inside(update))))
     trainer.run(epochs + 1)
     stamps.append((time.perf_counter(), _inside(update)))
-    return [(end[0] - start[0], end[1] - start[1]) for start, end in zip(stamps[1:], stamps[2:])]
+    return [(end[0] - start[0], end[1] - start[1]) for start, end in itertools.pairwise(stamps[1:])]
 
 
 def _installed() -> list[str]:
@@ -195,13 +197,16 @@ def measure(
                 per_iteration["bare loop"].append(bare)
                 per_iteration[case].append(per)
                 overheads[case].append(per - bare)
-                outside = [statistics.median(wall - inside for wall, inside in run) / len(data) for run in (bare_epochs, run_epochs)]
+                outside = [
+                    statistics.median(wall - inside for wall, inside in run) / len(data) for run in (bare_epochs, run_epochs)
+                ]
                 outside_overheads[case].append(outside[1] - outside[0])
     bare = statistics.median(per_iteration["bare loop"]) * 1e6
     print(f"\n({name}) {len(data)} iterations an epoch; medians over {rounds} rounds of (run of {epochs} epochs")
     print("minus the bare loop's run just before it)")
     outside_header = f"{'outside update':>16}" if split else ""
-    print(f"{'case':<24}{'us/iteration':>14}{'overhead us':>13}{'overhead %':>12}{outside_header}   middle half of the rounds, us")
+    columns = f"{'case':<24}{'us/iteration':>14}{'overhead us':>13}{'overhead %':>12}{outside_header}"
+    print(f"{columns}   middle half of the rounds, us")
     print(f"{'bare loop':<24}{bare:>14.3f}")
     for case in cases:
         per = statistics.median(per_iteration[case]) * 1e6
@@ -235,7 +240,13 @@ def main() -> None:
             measure("a: trivial update", trivial_workload, 100, arguments.rounds, port, arguments.each_plugin, arguments.split)
         if arguments.only in (None, "b"):
             measure(
-                "b: MLP 64-32-10 SGD step, batch 32", mlp_workload, 4, arguments.rounds, port, arguments.each_plugin, arguments.split
+                "b: MLP 64-32-10 SGD step, batch 32",
+                mlp_workload,
+                4,
+                arguments.rounds,
+                port,
+                arguments.each_plugin,
+                arguments.split,
             )
 
 

@@ -4,8 +4,8 @@ blocked by name (before import), with autoload on. The fixtures come from ignite
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

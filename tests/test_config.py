@@ -381,7 +381,7 @@ def test_the_standard_plugins_declare_the_core_versions_they_support():
     from packaging.requirements import Requirement
 
     root = Path(__file__).parents[1]
-    folders = sorted((root / "plugins").glob("*/setup.cfg")) + [root / "examples" / "custom_plugin" / "setup.cfg"]
+    folders = [*sorted((root / "plugins").glob("*/setup.cfg")), root / "examples" / "custom_plugin" / "setup.cfg"]
     assert len(folders) >= 7
     for setup_cfg in folders:
         parser = ConfigParser()

@@ -137,7 +137,7 @@ def test_set_period_errors_name_the_fix():
         trainer.set_period("nope", ITERATION, 2)
     with pytest.raises(ValueError, match="has no period; the hooks that can have one"):
         trainer.set_period("every", "ignite_training_started", 2)
-    with pytest.raises(ValueError, match="has no ignite_epoch_completed registered .* declare a period there"):
+    with pytest.raises(ValueError, match=r"has no ignite_epoch_completed registered .* declare a period there"):
         trainer.set_period("every", "ignite_epoch_completed", 2)
     with pytest.raises(ValueError, match="n must be a positive int"):
         trainer.set_period("every", ITERATION, 0)

@@ -14,8 +14,7 @@ import random
 import pytest
 import torch
 
-from ignite import History, Trainer, TrainingEvents
-from ignite import _nan_guard
+from ignite import History, Trainer, TrainingEvents, _nan_guard
 from ignite.history import scalars, scalars_of
 
 from .test_state import stopped_and_resumed

@@ -28,7 +28,7 @@ def recorded_run(training_data, validation_data=None, max_epochs=1, setup=None):
     error = None
     try:
         trainer.run(max_epochs)
-    except BaseException as caught:  # noqa: BLE001 - the tests inspect it
+    except BaseException as caught:
         error = caught
     return trainer, log, error
 
@@ -41,7 +41,7 @@ def epoch_events(train_batches: int, valid_batches: int | None) -> list[str]:
         names += ["VALIDATION_STARTING"]
         names += ["VALIDATION_ITERATION_STARTED", "VALIDATION_ITERATION_COMPLETED"] * valid_batches
         names += ["VALIDATION_COMPLETED"]
-    return names + ["EPOCH_COMPLETED"]
+    return [*names, "EPOCH_COMPLETED"]
 
 
 def test_full_order_with_validation():

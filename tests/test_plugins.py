@@ -253,7 +253,7 @@ def test_bad_constructor_arguments(kwargs, error, match):
 
 def test_bad_handlers_and_events():
     t = trainer()
-    with pytest.raises(TypeError, match="event must be a TrainingEvents member.*'epoch_completed'"):
+    with pytest.raises(TypeError, match=r"event must be a TrainingEvents member.*'epoch_completed'"):
         t.add_event_handler("epoch_completed", lambda t: None)
     with pytest.raises(TypeError, match="handler for EPOCH_COMPLETED must be callable"):
         t.add_event_handler(TrainingEvents.EPOCH_COMPLETED, None)

@@ -214,7 +214,9 @@ class TensorBoardLogger:
         if not self._dir_given:
             self.dir = folder
         elif folder is not None and os.path.abspath(folder) != os.path.abspath(self.dir or ""):
-            logger.warning("The resumed run wrote its TensorBoard logs to %s; this one writes to %s (option dir)", folder, self.dir)
+            logger.warning(
+                "The resumed run wrote its TensorBoard logs to %s; this one writes to %s (option dir)", folder, self.dir
+            )
         self._in_epoch, self._hparams_written = in_epoch, written
         self._loaded = {"in_epoch": in_epoch}
 
@@ -380,11 +382,16 @@ class TensorBoardLogger:
         }
         if self.optimizer is not None:
             given = self.optimizer
-            optimizers = list(given.values()) if isinstance(given, dict) else given if isinstance(given, (list, tuple)) else [given]
+            if isinstance(given, dict):
+                optimizers = list(given.values())
+            else:
+                optimizers = list(given) if isinstance(given, (list, tuple)) else [given]
             options["tensorboard/optimizer"] = ", ".join(type(optimizer).__name__ for optimizer in optimizers)
         assert self._hparams is not None
         metrics = {name: 0.0 for name in self._epoch_tags if name != "epoch"}  # names only: values are the series
         # The summaries SummaryWriter.add_hparams writes, into this run's folder rather than a new one.
+        file_writer = writer.file_writer
+        assert file_writer is not None  # SummaryWriter opens it in its constructor
         for summary in hparams({**options, **self._hparams}, metrics):
-            writer.file_writer.add_summary(summary, trainer.current_iteration)
+            file_writer.add_summary(summary, trainer.current_iteration)
         self._hparams_written = True

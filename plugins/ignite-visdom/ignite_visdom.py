@@ -311,7 +311,7 @@ class _Sender:
                     _reason(error),
                     _START_HINT,
                 )
-        except Exception as error:  # noqa: BLE001 - never let a plotting problem surface in the training loop
+        except Exception as error:
             self.quiet = True
             if not self._abandoned:
                 self._warn(

@@ -13,12 +13,12 @@ import random
 # Deterministic cuBLAS needs this before its first handle is made (torch reads it then).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from ignite import Trainer, TrainingEvents  # noqa: E402
+from ignite import Trainer, TrainingEvents
 
-from ..test_state import stopped_and_resumed  # noqa: E402
+from ..test_state import stopped_and_resumed
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

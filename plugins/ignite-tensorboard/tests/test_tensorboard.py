@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -701,7 +702,7 @@ def series_of(folder) -> dict[str, list[tuple[int, float]]]:
     events = read_events(folder)
     for name, points in events.items():
         steps = [step for step, _ in points]
-        assert all(a < b for a, b in zip(steps, steps[1:])), f"{name}: steps {steps} not strictly increasing"
+        assert all(a < b for a, b in itertools.pairwise(steps)), f"{name}: steps {steps} not strictly increasing"
     return events
 
 
