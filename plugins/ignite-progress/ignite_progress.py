@@ -73,8 +73,8 @@ class _Stepper:
 
     __slots__ = ("bar", "count", "limit", "next", "stride", "shown", "shown_at")
 
-    def __init__(self, bar: tqdm | _ValidationCount, start: int, limit: int, stride: int = 1) -> None:
-        self.bar = bar
+    def __init__(self, bar: Any, start: int, limit: int, stride: int = 1) -> None:
+        self.bar = bar  # a tqdm bar, or a _ValidationCount (what a notebook's validation moves)
         self.limit = limit
         self.count = self.shown = start
         self.shown_at = _clock()
@@ -158,7 +158,7 @@ class _ValidationCount:
     (a second bar would be a second widget an epoch, and a nested text bar moves the cursor,
     which a notebook's output does not follow). Moved by a :class:`_Stepper`, like a bar."""
 
-    __slots__ = ("epoch_bar", "before", "total", "n")
+    __slots__ = ("before", "epoch_bar", "n", "total")
 
     def __init__(self, epoch_bar: tqdm, before: str, total: int | None) -> None:
         self.epoch_bar, self.before, self.total, self.n = epoch_bar, before, total, 0
