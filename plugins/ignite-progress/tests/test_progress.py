@@ -558,6 +558,16 @@ print(json.dumps(shown_while_validating))
 """
 
 
+# In a notebook too: nothing with disable=True, nor to another stream that is not a terminal.
+NOTEBOOK_RUN_SILENT = """
+import io
+log = io.StringIO()
+for options in ({"disable": True}, {"file": log}):
+    Trainer(list(range(5)), lambda batch: batch, plugins={"progress": options}).run(1)
+print(repr(log.getvalue()))
+"""
+
+
 def execute_notebook(tmp_path, monkeypatch, *cells: str):
     """Run ``cells`` in a real ipykernel of this test's Python (a kernelspec made for
     ``sys.executable`` and found first through JUPYTER_PATH); the executed notebook."""
@@ -627,11 +637,11 @@ def check_log_lines(output: dict[str, str]) -> None:
 def test_in_a_notebook_each_epoch_is_one_widget_and_log_lines_stay(tmp_path, monkeypatch, ignite_autoload):
     ignite_autoload("progress")
     notebook = execute_notebook(
-        tmp_path, monkeypatch, NOTEBOOK_SETUP, NOTEBOOK_RUN, NOTEBOOK_RUN_DRAWING_EVERY_ITERATION
+        tmp_path, monkeypatch, NOTEBOOK_SETUP, NOTEBOOK_RUN, NOTEBOOK_RUN_DRAWING_EVERY_ITERATION, NOTEBOOK_RUN_SILENT
     )
     for cell in notebook.cells:  # nbclient raises on an error; a warning would be on stderr
         assert not any(output.output_type == "error" for output in cell.outputs)
-    default, drawing = notebook.cells[1], notebook.cells[2]
+    default, drawing, silent = notebook.cells[1:]
     check_epoch_bars(widget_bars(notebook, default))
     check_log_lines(streams(default))
     # Drawing every iteration adds no output either: the widgets are updated in place.
@@ -642,6 +652,10 @@ def test_in_a_notebook_each_epoch_is_one_widget_and_log_lines_stay(tmp_path, mon
     # While validating, the count goes into the epoch's bar, after the training value.
     epoch = ["train=9.75"] + [f"train=9.75, validating {n}/4" for n in (1, 2, 3)]
     assert shown == epoch * 2, shown
+    assert widget_bars(notebook, silent) == []
+    output = streams(silent)
+    assert output.pop("stdout") == "''\n"  # nothing written to the StringIO
+    assert "5/5" not in output.get("stderr", "") and "it/s" not in output.get("stderr", "")  # no text bar
 
 
 def test_in_a_notebook_without_ipywidgets_text_bars_go_to_its_stderr(tmp_path, monkeypatch, ignite_autoload):
