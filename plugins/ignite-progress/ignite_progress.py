@@ -2,17 +2,19 @@
 validation mean.
 
 Installed, it is active in every :class:`ignite.Trainer` (disable it with
-``Trainer(..., plugins={"progress": False})``). On rank 0, and only when tqdm would draw
-(``disable=None``: not when the output is not a terminal), each epoch gets a bar::
+``Trainer(..., plugins={"progress": False})``). On rank 0, on a terminal or in a Jupyter
+notebook (``disable=None``: not in a log file or a pipe), each epoch gets a bar::
 
     Epoch 2/5: 100%|██████████| 50/50 [00:01<00:00, 45.1it/s, train=0.231, val=0.301]
 
 ``train`` is the latest training output (``train/<key>`` for each item of tuple or dict
-outputs); ``val`` the mean of the epoch's validation run. During validation a second bar,
-``Validation``, counts the batches and disappears when the run ends, so each epoch leaves one
-line.
+outputs); ``val`` the mean of the epoch's validation run. On a terminal, during validation a
+second bar, ``Validation``, counts the batches and disappears when the run ends, so each epoch
+leaves one line. In a notebook each epoch's bar is a widget (tqdm's notebook bar, as
+``tqdm.auto`` picks it; a text bar on the notebook's stderr when ipywidgets is missing), and the
+validation count goes into that bar, so each epoch leaves one widget.
 
-The plugin looks at the count every ``refresh_every`` iterations, or every iteration when
+The plugin looks at the count every ``every_iterations`` iterations, or every iteration when
 iterations are slow (so that a bar is never more than ~0.1 s of work behind): the trainer calls
 its iteration hook at multiples of that stride only (a period, declared by ``ignite_every`` and
 adapted with ``Trainer.set_period``), so the iterations in between cost nothing. The bar is moved, and the training value read and
@@ -25,10 +27,13 @@ without waiting and shown at a later draw; the epoch's end reads the last output
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -52,7 +57,7 @@ logger = logging.getLogger("ignite.progress")
 #: (benchmarks/README.md), and 200 of a ~100-us step still look five times per tqdm redraw. Slow
 #: iterations are looked at more often (every ~0.1 s of work), so 200 only matters right after
 #: iterations suddenly slow down more than 200-fold: the bar is then up to 200 of them behind, once.
-DEFAULT_REFRESH_EVERY = 200
+DEFAULT_EVERY_ITERATIONS = 200
 
 _ITERATION_HOOK = "ignite_training_iteration_completed"
 
@@ -68,8 +73,8 @@ class _Stepper:
 
     __slots__ = ("bar", "count", "limit", "next", "stride", "shown", "shown_at")
 
-    def __init__(self, bar: tqdm, start: int, limit: int, stride: int = 1) -> None:
-        self.bar = bar
+    def __init__(self, bar: Any, start: int, limit: int, stride: int = 1) -> None:
+        self.bar = bar  # a tqdm bar, or a _ValidationCount (what a notebook's validation moves)
         self.limit = limit
         self.count = self.shown = start
         self.shown_at = _clock()
@@ -146,6 +151,53 @@ class _HostCopy:
 
     def ready(self) -> bool:
         return all(event.query() for event in self.events)
+
+
+class _ValidationCount:
+    """Stands in for the validation bar in a notebook: the count is shown in the epoch's bar
+    (a second bar would be a second widget an epoch, and a nested text bar moves the cursor,
+    which a notebook's output does not follow). Moved by a :class:`_Stepper`, like a bar."""
+
+    __slots__ = ("before", "epoch_bar", "n", "total")
+
+    def __init__(self, epoch_bar: tqdm, before: str, total: int | None) -> None:
+        self.epoch_bar, self.before, self.total, self.n = epoch_bar, before, total, 0
+
+    def update(self, n: int = 1) -> bool:
+        self.n += n
+        count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
+        self.epoch_bar.set_postfix_str(", ".join(part for part in (self.before, f"validating {count}") if part))
+        return True
+
+    def close(self) -> None:
+        """Nothing to close: the validation mean replaces the count in the epoch's postfix."""
+
+
+@functools.cache
+def _notebook() -> tuple[bool, type[tqdm] | None]:
+    """Whether this process is a Jupyter notebook's kernel (tqdm.autonotebook's test: an
+    ipykernel shell that is not qtconsole's or Spyder's), and tqdm's widget bar when
+    ipywidgets is installed too (None: text bars, on the notebook's stderr)."""
+    zmqshell, ipython = sys.modules.get("ipykernel.zmqshell"), sys.modules.get("IPython")
+    if zmqshell is None or ipython is None:  # checked first: nothing imported outside a kernel
+        return False, None
+    shell = ipython.get_ipython()
+    if not isinstance(shell, zmqshell.ZMQInteractiveShell) or "qt" in type(shell).__name__.lower():
+        return False, None
+    if any(name == "QT_API" or name.startswith("SPYDER") for name in os.environ):
+        return False, None  # qtconsole, Spyder: consoles, where tqdm draws text bars
+    from tqdm.std import TqdmWarning
+    from tqdm.std import tqdm as text_bar
+
+    with warnings.catch_warnings():
+        # Its "experimental" note, and "IProgress not found" without ipywidgets, which we say
+        # once below.
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.autonotebook import tqdm as auto_bar
+    if auto_bar is text_bar:
+        logger.info("ipywidgets is not installed: progress bars are text on the notebook's stderr")
+        return True, None
+    return True, auto_bar
 
 
 def _length(data: Any) -> int | None:
@@ -233,12 +285,12 @@ class ProgressBar:
         file: where the bars are written; default (None) ``sys.stderr`` at the time a bar
             opens.
         leave: keep each finished epoch's bar on screen (True) or clear it (False).
-        refresh_every: advance the bars every this many iterations (a positive int), or more
+        every_iterations: advance the bars every this many iterations (a positive int), or more
             often, down to every iteration, when that many iterations take longer than 0.1 s.
             The training value shown is re-read at those moments, at most every 0.1 s (tqdm
             redraws no more often). The iterations in between only compare a counter.
-        disable: None: let tqdm decide (it draws only on a terminal); True: never draw; False:
-            always draw, also to a file or a pipe.
+        disable: None: draw on a terminal (tqdm's choice) or in a Jupyter notebook, not to a
+            file or a pipe; True: never draw; False: always draw, also to a file or a pipe.
     """
 
     #: Among plugins (ignite.hookspecs): after the controllers decided, before the checkpoint.
@@ -248,24 +300,24 @@ class ProgressBar:
         self,
         file: TextIO | None = None,
         leave: bool = True,
-        refresh_every: int = DEFAULT_REFRESH_EVERY,
+        every_iterations: int = DEFAULT_EVERY_ITERATIONS,
         disable: bool | None = None,
     ) -> None:
         if file is not None and not callable(getattr(file, "write", None)):
             raise TypeError(f"progress option file must be a text stream with write(); got {type(file).__name__}")
         if not isinstance(leave, bool):
             raise TypeError(f"progress option leave must be True or False; got {leave!r}")
-        if isinstance(refresh_every, bool) or not isinstance(refresh_every, int):
-            raise TypeError(f"progress option refresh_every must be a positive int; got {refresh_every!r}")
-        if refresh_every < 1:
+        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int):
+            raise TypeError(f"progress option every_iterations must be a positive int; got {every_iterations!r}")
+        if every_iterations < 1:
             raise ValueError(
-                f"progress option refresh_every must be a positive int (1: every iteration); got {refresh_every}"
+                f"progress option every_iterations must be a positive int (1: every iteration); got {every_iterations}"
             )
         if disable is not None and not isinstance(disable, bool):
             raise TypeError(f"progress option disable must be None, True or False; got {disable!r}")
         self.file = file
         self.leave = leave
-        self.refresh_every = refresh_every
+        self.every_iterations = every_iterations
         self.disable = disable
         self._training: _Stepper | None = None  # the epoch's bar
         self._validation: _Stepper | None = None  # the validation run's bar
@@ -279,14 +331,23 @@ class ProgressBar:
         self._copy: tuple[_HostCopy, int] | None = None
         self._redirecting = False  # whether this plugin holds a share of _console
 
+    def _in_notebook(self) -> bool:
+        """Whether bars go to a Jupyter notebook's output: in a kernel, unless ``file`` names
+        another stream than the notebook's stdout or stderr."""
+        return _notebook()[0] and (self.file is None or self.file is sys.stdout or self.file is sys.stderr)
+
     def _open(self, **options: Any) -> tqdm | None:
-        """A tqdm bar on rank 0, or None when tqdm would not draw it (then the per-iteration
+        """A tqdm bar on rank 0, or None when it would not be drawn (then the per-iteration
         hooks return at once)."""
         if self.disable is True or not is_main_process():
             return None
         from tqdm import tqdm  # imported when the first bar opens, not with the plugin
 
-        bar = tqdm(file=self.file if self.file is not None else sys.stderr, disable=self.disable, **options)
+        disable = self.disable
+        if self._in_notebook():
+            tqdm = _notebook()[1] or tqdm  # the widget bar, or text on the notebook's stderr
+            disable = False  # a notebook's streams are not terminals, yet show the bars
+        bar = tqdm(file=self.file if self.file is not None else sys.stderr, disable=disable, **options)
         if bar.disable:
             bar.close()
             return None
@@ -342,7 +403,7 @@ class ProgressBar:
             dynamic_ncols=True,
         )
         if bar is not None:
-            self._training = _Stepper(bar, trainer.current_iteration, self.refresh_every, self._stride)
+            self._training = _Stepper(bar, trainer.current_iteration, self.every_iterations, self._stride)
         if self.disable is not True:  # else the iteration hook is not registered (ignite_every)
             # No bar (not rank 0, or tqdm would not draw): the iteration hook is not called at all.
             trainer.set_period(self, _ITERATION_HOOK, self._stride if bar is not None else None)
@@ -416,13 +477,19 @@ class ProgressBar:
 
     @hookimpl
     def ignite_validation_starting(self, trainer: Trainer) -> None:
-        """Open a transient bar under the epoch's, cleared when validation ends."""
-        if self._training is not None:
-            bar = self._open(
-                total=_length(trainer.validation_data), desc="Validation", leave=False, unit="it", dynamic_ncols=True
-            )
-            if bar is not None:
-                self._validation = _Stepper(bar, 0, self.refresh_every)
+        """Open a transient bar under the epoch's, cleared when validation ends; in a notebook,
+        count in the epoch's bar instead."""
+        training = self._training
+        if training is None:
+            return
+        total = _length(trainer.validation_data)
+        if self._in_notebook():
+            count = _ValidationCount(training.bar, self._training_postfix, total)
+            self._validation = _Stepper(count, 0, self.every_iterations)
+            return
+        bar = self._open(total=total, desc="Validation", leave=False, unit="it", dynamic_ncols=True)
+        if bar is not None:
+            self._validation = _Stepper(bar, 0, self.every_iterations)
 
     @hookimpl
     def ignite_validation_iteration_completed(self, trainer: Trainer) -> None:
@@ -444,7 +511,8 @@ class ProgressBar:
         training = self._training
         if training is not None:
             shown = ", ".join(part for part in (self._training_postfix, _format("val", means)) if part)
-            # Drawn by close() at EPOCH_COMPLETED, which comes next.
+            # Drawn by close() at EPOCH_COMPLETED, which comes next (in a notebook it replaces
+            # the validation count).
             training.bar.set_postfix_str(shown, refresh=False)
 
     # -- closing --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Per-iteration cost of the progress plugin on a small model, by hand:
 
-    .venv/bin/python plugins/ignite-progress/benchmarks/progress_overhead.py [--refresh-every N ...]
+    .venv/bin/python plugins/ignite-progress/benchmarks/progress_overhead.py [--every-iterations N ...]
 
 Trains a 64-32-10 MLP with SGD on one fixed batch of 32 (so the data loader costs nothing),
 alternating runs without the plugin, with it drawing (``disable=False``, to os.devnull: tqdm
@@ -99,7 +99,7 @@ def compare(label: str, configs: dict, iterations: int, repeats: int, update_fac
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--refresh-every", type=int, nargs="*", default=[1, 10, 50])
+    parser.add_argument("--every-iterations", type=int, nargs="*", default=[1, 10, 200])
     parser.add_argument("--iterations", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -107,9 +107,9 @@ def main() -> None:
     torch.set_num_threads(1)
     with open(os.devnull, "w") as devnull:
         configs: dict = {"without": {}}
-        for every in args.refresh_every:
-            configs[f"drawing, refresh_every={every}"] = {
-                "progress": {"file": devnull, "disable": False, "refresh_every": every}
+        for every in args.every_iterations:
+            configs[f"drawing, every_iterations={every}"] = {
+                "progress": {"file": devnull, "disable": False, "every_iterations": every}
             }
         configs["silent (disable=None, not a tty)"] = {"progress": {"file": devnull}}
         time_run({}, 500, make_update())  # warm-up

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import html
 import io
 import itertools
+import json
 import logging
 import os
 import re
@@ -68,7 +70,7 @@ def make_trainer(output: io.StringIO, training_data=None, **options) -> Trainer:
 
 def test_epoch_bars_show_counter_total_training_value_and_validation_mean():
     output = io.StringIO()
-    trainer = make_trainer(output, refresh_every=1)
+    trainer = make_trainer(output, every_iterations=1)
     trainer.run(2)
     lines = screen(output.getvalue())
     # One line per epoch is left: the validation bars were cleared.
@@ -111,11 +113,11 @@ def fake_clock(monkeypatch, seconds_per_call: float) -> None:
     monkeypatch.setattr(ignite_progress, "_clock", lambda: next(ticks))
 
 
-def counting_trainer(output: io.StringIO, refresh_every: int, positions: list[int]) -> Trainer:
+def counting_trainer(output: io.StringIO, every_iterations: int, positions: list[int]) -> Trainer:
     trainer = Trainer(
         list(range(20)),
         lambda batch: {"loss": float(batch)},
-        plugins={"progress": {"file": output, "disable": False, "refresh_every": refresh_every}},
+        plugins={"progress": {"file": output, "disable": False, "every_iterations": every_iterations}},
     )
     # Plugin hooks run after handlers at COMPLETED events: look at the bar when the next
     # iteration starts, and before the epoch's end brings it up to date.
@@ -193,7 +195,7 @@ def test_each_draw_reads_the_latest_output_once(monkeypatch):
     trainer = Trainer(
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
         lambda batch: {"loss": torch.tensor([batch])},  # kept as a tensor in the history
-        plugins={"progress": {"file": output, "disable": False, "refresh_every": 5}},
+        plugins={"progress": {"file": output, "disable": False, "every_iterations": 5}},
     )
     trainer.run(2)
     # One scalars() call a draw (one host sync on a GPU), of the output just made, none other.
@@ -287,9 +289,9 @@ def test_terminate_leaves_no_bar_open():
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"refresh_every": 0}, ValueError, "refresh_every must be a positive int"),
-        ({"refresh_every": 2.5}, TypeError, "refresh_every must be a positive int"),
-        ({"refresh_every": True}, TypeError, "refresh_every must be a positive int"),
+        ({"every_iterations": 0}, ValueError, "every_iterations must be a positive int"),
+        ({"every_iterations": 2.5}, TypeError, "every_iterations must be a positive int"),
+        ({"every_iterations": True}, TypeError, "every_iterations must be a positive int"),
         ({"disable": "yes"}, TypeError, "disable must be None, True or False"),
         ({"leave": 1}, TypeError, "leave must be True or False"),
         ({"file": "out.txt"}, TypeError, "file must be a text stream"),
@@ -301,8 +303,8 @@ def test_options_are_checked(options, error, message):
 
 
 def test_a_bad_option_through_the_trainer_names_the_plugin():
-    with pytest.raises(PluginError, match=r"'progress'.*refresh_every must be a positive int"):
-        Trainer([1.0], lambda batch: batch, plugins={"progress": {"refresh_every": -1}})
+    with pytest.raises(PluginError, match=r"'progress'.*every_iterations must be a positive int"):
+        Trainer([1.0], lambda batch: batch, plugins={"progress": {"every_iterations": -1}})
 
 
 def test_importing_and_constructing_needs_no_tqdm():
@@ -505,3 +507,174 @@ def test_bars_and_handlers_are_given_back_when_closing_a_bar_fails(console_handl
     assert [logger.handlers for logger in loggers] == originals
     (record,) = [record for record in caplog.records if record.name == "ignite.progress"]
     assert record.getMessage() == "Could not close the progress bar" and "Broken pipe" in str(record.exc_info[1])
+
+
+def test_the_former_option_name_is_refused_with_the_new_one():
+    with pytest.raises(PluginError, match=r"'progress'.*no option 'refresh_every'. Did you mean 'every_iterations'\?"):
+        Trainer([1.0], lambda batch: batch, plugins={"progress": {"refresh_every": 5}})
+
+
+# -- a real notebook kernel --------------------------------------------------------------------
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+NOTEBOOK_SETUP = """
+import logging, sys
+from ignite import Trainer, TrainingEvents
+
+logging.getLogger("ignite").addHandler(logging.StreamHandler())  # on the notebook's stderr
+logging.getLogger("ignite").setLevel(logging.INFO)
+
+def make_trainer():
+    return Trainer(
+        list(range(20)),
+        lambda batch: batch * 0.5 + 0.25,
+        validation_data=[1.0, 2.0, 3.0, 4.0],
+        validation_update_function=lambda batch: batch / 10 + trainer.current_epoch,
+    )
+"""
+
+# The default options, as a user gets them from autoload.
+NOTEBOOK_RUN = """
+trainer = make_trainer()
+assert "progress" in trainer.plugins, "autoload should have activated the progress plugin"
+trainer.run(2)
+"""
+
+# Every look at the clock 1 s later: every iteration redraws, the most a notebook can get.
+NOTEBOOK_RUN_DRAWING_EVERY_ITERATION = """
+import itertools, json
+import ignite_progress
+ticks = itertools.count(0.0, 1.0)
+ignite_progress._clock = lambda: next(ticks)
+trainer = make_trainer()
+shown_while_validating = []
+trainer.add_event_handler(
+    TrainingEvents.VALIDATION_ITERATION_STARTED,
+    lambda t: shown_while_validating.append(t.plugins["progress"]._training.bar.postfix),
+)
+trainer.run(2)
+print(json.dumps(shown_while_validating))
+"""
+
+
+# In a notebook too: nothing with disable=True, nor to another stream that is not a terminal.
+NOTEBOOK_RUN_SILENT = """
+import io
+log = io.StringIO()
+for options in ({"disable": True}, {"file": log}):
+    Trainer(list(range(5)), lambda batch: batch, plugins={"progress": options}).run(1)
+print(repr(log.getvalue()))
+"""
+
+
+def execute_notebook(tmp_path, monkeypatch, *cells: str):
+    """Run ``cells`` in a real ipykernel of this test's Python (a kernelspec made for
+    ``sys.executable`` and found first through JUPYTER_PATH); the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    prefix = tmp_path / "jupyter"
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "python3"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    kernels = prefix / "share" / "jupyter" / "kernels"
+    assert json.loads((kernels / "python3" / "kernel.json").read_text())["argv"][0] == sys.executable
+    monkeypatch.setenv("JUPYTER_PATH", str(kernels.parent))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no user profile or startup files
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+    client = NotebookClient(notebook, kernel_name="python3", timeout=300, startup_timeout=120)
+    client.execute(cwd=str(tmp_path))
+    return notebook
+
+
+def streams(cell) -> dict[str, str]:
+    """A cell's stdout and stderr, each joined."""
+    joined: dict[str, str] = {}
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            joined[output.name] = joined.get(output.name, "") + output.text
+    return joined
+
+
+def widget_bars(notebook, cell) -> list[tuple[str, float, float, str, str]]:
+    """The bars a cell displayed, from the widget state the notebook saved: (left text, value,
+    maximum, bar style, right text) of each, in order."""
+    state = notebook.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    bars = []
+    for output in cell.outputs:
+        if WIDGET_VIEW not in output.get("data", {}):
+            continue
+        box = state[output.data[WIDGET_VIEW]["model_id"]]
+        assert box["model_name"] == "HBoxModel"
+        left, progress, right = (state[child.removeprefix("IPY_MODEL_")]["state"] for child in box["state"]["children"])
+        # tqdm's HTML: escaped, with figure spaces for spaces.
+        text = [html.unescape(part["value"]).replace("\u2007", " ").strip() for part in (left, right)]
+        bars.append((text[0], progress["value"], progress["max"], progress["bar_style"], text[1]))
+    return bars
+
+
+def check_epoch_bars(bars) -> None:
+    assert len(bars) == 2, bars  # one widget an epoch: validation counts in the epoch's bar
+    for epoch, (left, value, maximum, style, right) in enumerate(bars, start=1):
+        assert left == f"Epoch {epoch}/2: 100%", left
+        assert (value, maximum, style) == (20, 20, "success")
+        assert right.startswith("20/20 [") and right.endswith(f"train=9.75, val={0.25 + epoch:.4g}]"), right
+
+
+def check_log_lines(output: dict[str, str]) -> None:
+    """No bar on the streams: only the trainer's own log lines (its epoch summaries)."""
+    assert set(output) <= {"stderr"}, output
+    lines = output.get("stderr", "").splitlines()
+    summaries = [line for line in lines if re.fullmatch(r"Epoch [12]/2: 20 iterations, .*", line)]
+    assert len(summaries) == 2, lines
+    assert [line for line in lines if not line.startswith("Active plugins:")] == summaries, lines
+
+
+def test_in_a_notebook_each_epoch_is_one_widget_and_log_lines_stay(tmp_path, monkeypatch, ignite_autoload):
+    ignite_autoload("progress")
+    notebook = execute_notebook(
+        tmp_path, monkeypatch, NOTEBOOK_SETUP, NOTEBOOK_RUN, NOTEBOOK_RUN_DRAWING_EVERY_ITERATION, NOTEBOOK_RUN_SILENT
+    )
+    for cell in notebook.cells:  # nbclient raises on an error; a warning would be on stderr
+        assert not any(output.output_type == "error" for output in cell.outputs)
+    default, drawing, silent = notebook.cells[1:]
+    check_epoch_bars(widget_bars(notebook, default))
+    check_log_lines(streams(default))
+    # Drawing every iteration adds no output either: the widgets are updated in place.
+    check_epoch_bars(widget_bars(notebook, drawing))
+    output = streams(drawing)
+    shown = json.loads(output.pop("stdout"))
+    check_log_lines(output)
+    # While validating, the count goes into the epoch's bar, after the training value.
+    epoch = ["train=9.75"] + [f"train=9.75, validating {n}/4" for n in (1, 2, 3)]
+    assert shown == epoch * 2, shown
+    assert widget_bars(notebook, silent) == []
+    output = streams(silent)
+    assert output.pop("stdout") == "''\n"  # nothing written to the StringIO
+    assert "5/5" not in output.get("stderr", "") and "it/s" not in output.get("stderr", "")  # no text bar
+
+
+def test_in_a_notebook_without_ipywidgets_text_bars_go_to_its_stderr(tmp_path, monkeypatch, ignite_autoload):
+    ignite_autoload("progress")
+    without_ipywidgets = 'import sys\nsys.modules["ipywidgets"] = None  # as if it were not installed'
+    notebook = execute_notebook(tmp_path, monkeypatch, without_ipywidgets, NOTEBOOK_SETUP, NOTEBOOK_RUN, NOTEBOOK_RUN)
+    said = "ipywidgets is not installed: progress bars are text on the notebook's stderr"
+    for number, cell in enumerate(notebook.cells[2:]):
+        assert not any(WIDGET_VIEW in output.get("data", {}) for output in cell.outputs)
+        output = streams(cell)
+        assert set(output) == {"stderr"}, output
+        text = output["stderr"]
+        assert "\x1b[A" not in text  # no nested validation bar: a notebook does not move its cursor
+        assert "Warning" not in text and "IProgress" not in text  # tqdm's warning is not shown
+        lines = [line for line in screen(text) if not line.startswith("Active plugins:")]
+        if number == 0:  # said once, by the first bar
+            assert lines.pop(0) == said
+        bars = [line for line in lines if re.match(r"Epoch \d/2: 100%", line)]
+        logged = [line for line in lines if re.fullmatch(r"Epoch \d/2: 20 iterations, .*", line)]
+        assert len(bars) == 2 and len(logged) == 2 and len(lines) == 4, lines
+        for epoch, bar in enumerate(bars, start=1):
+            assert "20/20" in bar and bar.endswith(f"train=9.75, val={0.25 + epoch:.4g}]"), bar
