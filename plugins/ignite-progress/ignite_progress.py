@@ -35,7 +35,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeGuard
 
 import torch
 
@@ -71,7 +71,7 @@ class _Stepper:
     longer than ``_INTERVAL`` seconds (down to every count), judged by the rate of the last
     stride."""
 
-    __slots__ = ("bar", "count", "limit", "next", "stride", "shown", "shown_at")
+    __slots__ = ("bar", "count", "limit", "next", "shown", "shown_at", "stride")
 
     def __init__(self, bar: Any, start: int, limit: int, stride: int = 1) -> None:
         self.bar = bar  # a tqdm bar, or a _ValidationCount (what a notebook's validation moves)
@@ -111,7 +111,7 @@ class _HostCopy:
     """The numbers of an output's one-element CUDA tensors, being copied to pinned host memory
     without waiting for the device; read them once :meth:`ready` (no host sync either way)."""
 
-    __slots__ = ("output", "events")
+    __slots__ = ("events", "output")
 
     def __init__(self, output: Any, events: list[torch.cuda.Event]) -> None:
         self.output, self.events = output, events
@@ -211,7 +211,7 @@ def _format(prefix: str, numbers: Mapping[str, float]) -> str:
     return ", ".join(f"{tag(prefix, key)}={value:.4g}" for key, value in numbers.items())
 
 
-def _is_console_handler(handler: logging.Handler) -> bool:
+def _is_console_handler(handler: logging.Handler) -> TypeGuard[logging.StreamHandler[TextIO]]:
     return isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)
 
 

@@ -21,7 +21,6 @@ from ignite_progress import ProgressBar
 
 from ignite import PluginError, Trainer, TrainingEvents
 
-
 pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
 
