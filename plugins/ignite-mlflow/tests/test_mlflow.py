@@ -269,16 +269,17 @@ def test_a_bad_saved_state_is_refused_before_anything_changes():
 # -- resume and ranks ---------------------------------------------------------------------
 
 
-def start_script(config: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(HERE / "mlflow_training_script.py"), json.dumps(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def start_script(config: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
+    """The training script in a subprocess, its output into ``log`` (no pipe to fill up)."""
+    with open(log, "wb") as output:
+        return subprocess.Popen(
+            [sys.executable, str(HERE / "mlflow_training_script.py"), json.dumps(config)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
 
 
-def wait_until(condition, what: str, process: subprocess.Popen[str], deadline_secs: float = 180) -> None:
+def wait_until(condition, what: str, process: subprocess.Popen[bytes], log: Path, deadline_secs: float = 180) -> None:
     """Poll ``condition()`` until true, pausing on the process (which must not exit meanwhile)."""
     deadline = time.monotonic() + deadline_secs
     while not condition():
@@ -287,9 +288,10 @@ def wait_until(condition, what: str, process: subprocess.Popen[str], deadline_se
         except subprocess.TimeoutExpired:
             if time.monotonic() > deadline:
                 process.kill()
-                raise AssertionError(f"{what}: not within {deadline_secs}s; output:\n{process.communicate()[0][-3000:]}")
+                process.wait()
+                raise AssertionError(f"{what}: not within {deadline_secs}s; output:\n{log.read_text()[-3000:]}") from None
         else:
-            raise AssertionError(f"the training process exited ({process.returncode}) before {what}:\n{process.stdout.read()[-3000:]}")
+            raise AssertionError(f"the training process exited ({process.returncode}) before {what}:\n{log.read_text()[-3000:]}")
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_into_the_same_mlflow_run_without_duplicate_steps(
@@ -304,9 +306,10 @@ def test_a_run_killed_after_a_checkpoint_resumes_into_the_same_mlflow_run_withou
         "resume": False,
         "block_at": 21,  # blocks before the plugin queues iteration 21
     }
-    first = start_script(config)
+    log = tmp_path / "first.log"
+    first = start_script(config, log)
     marker = Path(config["marker"])
-    wait_until(marker.exists, "it reached iteration 21", first)
+    wait_until(marker.exists, "it reached iteration 21", first, log)
     assert [os.path.basename(path) for path in list_checkpoints(config["dirname"])] == ["checkpoint_e0002_i00000012.pt"]
     run_id = marker.read_text()
 
@@ -314,10 +317,9 @@ def test_a_run_killed_after_a_checkpoint_resumes_into_the_same_mlflow_run_withou
         steps = [step for step, _ in metric_history(mlflow_client, run_id, "training/iteration")]
         return bool(steps) and max(steps) == 20
 
-    wait_until(logged_through_20, "MLflow holding iteration 20", first)
+    wait_until(logged_through_20, "MLflow holding iteration 20", first, log)
     first.send_signal(signal.SIGKILL)
     assert first.wait(60) == -signal.SIGKILL
-    first.stdout.close()
     before = {key: metric_history(mlflow_client, run_id, key) for key in mlflow_client.get_run(run_id).data.metrics}
     assert before["training/epoch_mean"][-1][0] == 16  # epoch 2's means: after the checkpoint, replayed on resume
     assert mlflow_client.get_run(run_id).info.status == "RUNNING"
