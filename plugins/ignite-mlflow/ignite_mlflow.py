@@ -25,6 +25,7 @@ import collections
 import logging
 import math
 import os
+import posixpath
 import re
 import threading
 import time
@@ -57,10 +58,10 @@ THREAD_NAME = "ignite-mlflow"
 #: MLflow's limits on one ``log_batch`` request.
 _METRICS_PER_BATCH = 1000
 _PARAMS_PER_BATCH = 100
-#: MLflow's limits on a param: key length, value length, and the characters of a key.
+#: MLflow's limits on a param or metric name (its length and characters), and on a param's value.
 _MAX_KEY = 250
-_MAX_PARAM_VALUE = 6000
 _KEY = re.compile(r"^[\w\-. /:]+$")
+_MAX_PARAM_VALUE = 6000
 #: The prefix of the params that record this plugin's own options.
 _OPTION_PREFIX = "ignite.mlflow."
 
@@ -76,6 +77,16 @@ def _distribution_version(name: str) -> str:
         return "unknown"
 
 
+def _name_problem(name: str) -> str | None:
+    """Why MLflow would refuse ``name`` as a param or metric name, or None."""
+    if len(name) > _MAX_KEY or not _KEY.match(name):
+        return f"at most {_MAX_KEY} letters, digits, '_', '-', '.', ' ', ':' or '/'"
+    normal = posixpath.normpath(name)
+    if normal != name or normal == "." or normal.startswith(("..", "/")):
+        return "a name must be a normalized relative path ('a/b', not '/a', 'a//b' or 'a/../b')"
+    return None
+
+
 def _flat_params(params: Mapping[Any, Any], prefix: str = "") -> dict[str, str]:
     """``params`` as MLflow params: nested mappings joined with ``.``, values as ``str()``;
     a key or value MLflow would refuse raises ValueError naming it."""
@@ -87,11 +98,9 @@ def _flat_params(params: Mapping[Any, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             flat.update(_flat_params(value, name + "."))
             continue
-        if len(name) > _MAX_KEY or not _KEY.match(name):
-            raise ValueError(
-                f"mlflow option params: MLflow refuses the param name {name!r}: at most {_MAX_KEY} letters, digits, "
-                "'_', '-', '.', ' ', ':' or '/'"
-            )
+        problem = _name_problem(name)
+        if problem is not None:
+            raise ValueError(f"mlflow option params: MLflow refuses the param name {name!r}: {problem}")
         if name.startswith(_OPTION_PREFIX):
             raise ValueError(f"mlflow option params: {name!r}: names starting {_OPTION_PREFIX!r} are the plugin's own")
         text = str(value)
@@ -194,11 +203,13 @@ class MLflowLogger:
             "experiment": self.experiment,
             "run_name": self.run_name,
         }
-        if self.optimizer is not None:
-            optimizers = self.optimizer.values() if isinstance(self.optimizer, dict) else (
-                self.optimizer if isinstance(self.optimizer, (list, tuple)) else [self.optimizer]
-            )
-            options["optimizer"] = ",".join(type(optimizer).__name__ for optimizer in optimizers)
+        optimizer = self.optimizer
+        if optimizer is not None:
+            if isinstance(optimizer, dict):
+                optimizer = list(optimizer.values())
+            elif not isinstance(optimizer, (list, tuple)):
+                optimizer = [optimizer]
+            options["optimizer"] = ",".join(type(one).__name__ for one in optimizer)
         return {_OPTION_PREFIX + name: str(value) for name, value in options.items() if value is not None}
 
     # -- state ----------------------------------------------------------------------------
@@ -214,7 +225,9 @@ class MLflowLogger:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the MLflow run of ``state`` at the next ``run()``, skipping the points it
         already holds (a resumed run replays those after its checkpoint, bit for bit)."""
-        run_id = state.get("run_id") if isinstance(state, Mapping) else state
+        if not isinstance(state, Mapping):
+            raise ValueError(f"mlflow plugin state must be a dict {{'run_id': ...}}; got {type(state).__name__}")
+        run_id = state.get("run_id")
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ValueError(f"mlflow plugin state: run_id must be a non-empty string or None; got {run_id!r}")
         self.run_id = run_id
@@ -322,6 +335,8 @@ class _Sender:
         self._warn_lock = threading.Lock()
         # Per key, the newest step the continued run already holds: replayed points up to it are skipped.
         self._logged_through: dict[str, int] = {}
+        self._accepted: set[str] = set()  # metric names checked once
+        self._refused: set[str] = set()  # names MLflow would refuse: warned about once, never sent
         self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
     def stop(self, status: str, timeout: float) -> None:
@@ -454,6 +469,23 @@ class _Sender:
         logger.info("MLflow run %s (%s) continues at %s", run.info.run_name, plugin.run_id, self.uri)
         return run
 
+    def _acceptable(self, key: str) -> bool:
+        """False for a name MLflow would refuse (which would fail the whole batch), with one
+        warning per name; the other series go on."""
+        if key in self._accepted:
+            return True
+        if key in self._refused:
+            return False
+        problem = _name_problem(key)
+        if problem is None:
+            self._accepted.add(key)
+            return True
+        self._refused.add(key)
+        logger.warning(
+            "MLflow refuses the metric name %r (%s): it is not logged; rename that output key or metric", key, problem
+        )
+        return False
+
     def _experiment_id(self, client: Any) -> str:
         from mlflow.exceptions import MlflowException
 
@@ -489,11 +521,9 @@ class _Sender:
             else:
                 values = value
             stamp = int(wall_time * 1000)
-            metrics += [
-                Metric(key, number, stamp, step)
-                for key, number in values.items()
-                if step > logged_through.get(key, -1)
-            ]
+            for key, number in values.items():
+                if step > logged_through.get(key, -1) and self._acceptable(key):
+                    metrics.append(Metric(key, number, stamp, step))
         for start in range(0, len(metrics), _METRICS_PER_BATCH):
             client.log_batch(self.plugin.run_id, metrics=metrics[start : start + _METRICS_PER_BATCH], synchronous=True)
             self.sent += len(metrics[start : start + _METRICS_PER_BATCH])

@@ -188,6 +188,29 @@ def test_an_exception_ends_the_run_failed_or_killed_after_sending_what_came_befo
 # -- failures -------------------------------------------------------------------------------
 
 
+def test_an_output_key_mlflow_refuses_is_left_out_with_one_warning_and_the_rest_is_logged(
+    mlflow_server, mlflow_client, experiment, caplog
+):
+    trainer = Trainer(
+        [float(i) for i in range(6)],
+        lambda batch: {"acc@1": batch, "loss": batch / 2},
+        plugins={"mlflow": {"tracking_uri": mlflow_server, "experiment": experiment, "every_iterations": 1}},
+    )
+    trainer.run(2)
+    run = the_run(mlflow_client, experiment)
+    assert run.info.status == "FINISHED"
+    assert set(run.data.metrics) == {"training/iteration/loss", "training/epoch_mean/loss"}
+    assert metric_history(mlflow_client, run.info.run_id, "training/iteration/loss") == [
+        (i + 1, (i % 6) / 2) for i in range(12)
+    ]
+    warnings = mlflow_warnings(caplog)
+    assert sorted(warnings) == sorted(
+        f"MLflow refuses the metric name {name!r} (at most 250 letters, digits, '_', '-', '.', ' ', ':' or '/'): it "
+        "is not logged; rename that output key or metric"
+        for name in ("training/iteration/acc@1", "training/epoch_mean/acc@1")
+    )
+
+
 def test_an_unreachable_server_gives_one_warning_and_training_completes(experiment, caplog, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # mlflow's own setting: fail at once
     with socket.socket() as probe:  # a port nothing listens on
@@ -245,6 +268,7 @@ def test_a_server_that_never_answers_costs_the_end_of_training_flush_timeout_sec
         ({"experiment": ""}, "experiment must be a non-empty string or None"),
         ({"params": [("lr", 0.1)]}, "params must be a dict of name to value; got list"),
         ({"params": {"lr!": 0.1}}, "MLflow refuses the param name 'lr!'"),
+        ({"params": {"run//lr": 1}}, "MLflow refuses the param name 'run//lr': a name must be a normalized relative"),
         ({"params": {"big": "x" * 6001}}, "the value of 'big' is 6001 characters"),
         ({"params": {"ignite.mlflow.every_iterations": 1}}, "names starting 'ignite.mlflow.' are the plugin's own"),
         ({"optimizer": "sgd"}, "optimizer must be a torch optimizer"),
@@ -263,6 +287,8 @@ def test_a_bad_saved_state_is_refused_before_anything_changes():
     plugin.load_state_dict({"run_id": "abc"})
     with pytest.raises(ValueError, match="mlflow plugin state: run_id must be a non-empty string or None; got 3"):
         plugin.load_state_dict({"run_id": 3})
+    with pytest.raises(ValueError, match=r"mlflow plugin state must be a dict \{'run_id': ...\}; got str"):
+        plugin.load_state_dict("abc")
     assert plugin.state_dict() == {"run_id": "abc"}
 
 
