@@ -175,7 +175,9 @@ class MLflowLogger:
             or not flush_timeout_secs >= 0
             or math.isinf(flush_timeout_secs)
         ):
-            raise ValueError(f"mlflow option flush_timeout_secs must be a number of seconds >= 0; got {flush_timeout_secs!r}")
+            raise ValueError(
+                f"mlflow option flush_timeout_secs must be a number of seconds >= 0; got {flush_timeout_secs!r}"
+            )
         if optimizer is not None:
             try:
                 learning_rates(optimizer)
@@ -226,7 +228,7 @@ class MLflowLogger:
         """Continue the MLflow run of ``state`` at the next ``run()``, skipping the points it
         already holds (a resumed run replays those after its checkpoint, bit for bit)."""
         if not isinstance(state, Mapping):
-            raise ValueError(f"mlflow plugin state must be a dict {{'run_id': ...}}; got {type(state).__name__}")
+            raise TypeError(f"mlflow plugin state must be a dict {{'run_id': ...}}; got {type(state).__name__}")
         run_id = state.get("run_id")
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ValueError(f"mlflow plugin state: run_id must be a non-empty string or None; got {run_id!r}")
@@ -328,6 +330,7 @@ class _Sender:
         # True once the sender gave up: the training thread stops queueing.
         self.quiet = False
         self.sent = 0  # metric points logged
+        self.run_id = ""  # the MLflow run, once created or found
         self.uri = plugin.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
         self._status: str | None = None  # set by stop(): end the run with it
         self._abandoned = False
@@ -378,10 +381,12 @@ class _Sender:
                 status = self._status  # read before draining: what was queued before stop() goes out
                 self._send_pending(client)
                 if status is not None:
-                    client.set_terminated(self.plugin.run_id, status)
-                    logger.info("MLflow run %s ended %s: %d points logged to %s", self.plugin.run_id, status, self.sent, self.uri)
+                    client.set_terminated(self.run_id, status)
+                    logger.info(
+                        "MLflow run %s ended %s: %d points logged to %s", self.run_id, status, self.sent, self.uri
+                    )
                     break
-        except Exception as error:  # never let a logging problem reach the training loop
+        except Exception as error:  # noqa: BLE001 - never let a logging problem reach the training loop
             self.quiet = True
             if not self._abandoned:
                 self._warn(
@@ -410,45 +415,42 @@ class _Sender:
             "ignite.version": _distribution_version("ignite-trainer"),
             "ignite.mlflow.version": _distribution_version("ignite-mlflow"),
         }
-        run = self._continued_run(client) if plugin.run_id is not None else None
+        run = self._continued_run(client, plugin.run_id) if plugin.run_id is not None else None
         if run is None:
             experiment_id = self._experiment_id(client)
             run = client.create_run(experiment_id, tags=tags, run_name=plugin.run_name)
-            plugin.run_id = run.info.run_id
+            self.run_id = plugin.run_id = run.info.run_id
             logger.info(
-                "MLflow run %s (%s) in experiment %s at %s",
-                run.info.run_name,
-                plugin.run_id,
-                experiment_id,
-                self.uri,
+                "MLflow run %s (%s) in experiment %s at %s", run.info.run_name, self.run_id, experiment_id, self.uri
             )
         else:
-            client.update_run(plugin.run_id, status="RUNNING")
+            self.run_id = run.info.run_id
+            client.update_run(self.run_id, status="RUNNING")
             for key, value in tags.items():
-                client.set_tag(plugin.run_id, key, value)
+                client.set_tag(self.run_id, key, value)
             logged = run.data.params
             changed = sorted(key for key, value in params.items() if key in logged and logged[key] != value)
             if changed:
                 logger.warning(
                     "MLflow run %s already holds other values for the params %s (MLflow params cannot change): "
                     "kept as they were",
-                    plugin.run_id,
+                    self.run_id,
                     ", ".join(changed),
                 )
             params = {key: value for key, value in params.items() if key not in logged}
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), _PARAMS_PER_BATCH):
-            client.log_batch(plugin.run_id, params=items[start : start + _PARAMS_PER_BATCH], synchronous=True)
+            client.log_batch(self.run_id, params=items[start : start + _PARAMS_PER_BATCH], synchronous=True)
         return client
 
-    def _continued_run(self, client: Any) -> Any:
+    def _continued_run(self, client: Any, run_id: str) -> Any:
         """The run to continue (the same trainer's, or a checkpoint's), or None when the
         store does not hold it (then a new one is created)."""
         from mlflow.exceptions import MlflowException
 
         plugin = self.plugin
         try:
-            run = client.get_run(plugin.run_id)
+            run = client.get_run(run_id)
         except MlflowException as error:
             if getattr(error, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -456,17 +458,17 @@ class _Sender:
         if run is None or run.info.lifecycle_stage != "active":
             logger.warning(
                 "MLflow run %s is not in %s (another store, or deleted): this run is logged to a new MLflow run",
-                plugin.run_id,
+                run_id,
                 self.uri,
             )
             plugin.run_id = None
             return None
         if self.resumed:
             for key in run.data.metrics:
-                steps = [metric.step for metric in client.get_metric_history(plugin.run_id, key)]
+                steps = [metric.step for metric in client.get_metric_history(run_id, key)]
                 if steps:
                     self._logged_through[key] = max(steps)
-        logger.info("MLflow run %s (%s) continues at %s", run.info.run_name, plugin.run_id, self.uri)
+        logger.info("MLflow run %s (%s) continues at %s", run.info.run_name, run_id, self.uri)
         return run
 
     def _acceptable(self, key: str) -> bool:
@@ -525,5 +527,5 @@ class _Sender:
                 if step > logged_through.get(key, -1) and self._acceptable(key):
                     metrics.append(Metric(key, number, stamp, step))
         for start in range(0, len(metrics), _METRICS_PER_BATCH):
-            client.log_batch(self.plugin.run_id, metrics=metrics[start : start + _METRICS_PER_BATCH], synchronous=True)
+            client.log_batch(self.run_id, metrics=metrics[start : start + _METRICS_PER_BATCH], synchronous=True)
             self.sent += len(metrics[start : start + _METRICS_PER_BATCH])

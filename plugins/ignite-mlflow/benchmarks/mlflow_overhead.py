@@ -146,9 +146,15 @@ def main() -> None:
             print(f"{'us/iteration':24s} {'training thread':>16s} {'process CPU':>12s} {'wall':>8s}")
             for name, _ in cases:
                 row = best[name]
-                extra = "" if name == cases[0][0] else "   (+{:.2f} / +{:.2f} / +{:.2f})".format(*(a - b for a, b in zip(row, base)))
+                extra = (
+                    ""
+                    if name == cases[0][0]
+                    else "   (+{:.2f} / +{:.2f} / +{:.2f})".format(*(a - b for a, b in zip(row, base)))
+                )
                 print(f"{name:24s} {row[0]:16.2f} {row[1]:12.2f} {row[2]:8.2f}{extra}")
-            print(f"the iteration hook alone (queue one output): {hook_alone({**blocked, 'every_iterations': 1}):.2f} us")
+            print(
+                f"the iteration hook alone (queue one output): {hook_alone({**blocked, 'every_iterations': 1}):.2f} us"
+            )
             silent.close()
         finally:
             if server is not None:

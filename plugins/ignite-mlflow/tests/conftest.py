@@ -46,9 +46,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--artifacts-destination", str(folder / "artifacts"),
         "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1",
     ]  # fmt: skip
-    log = open(folder / "server.log", "wb")
-    # Its own process group: the server's worker processes are stopped with it.
-    server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(folder / "server.log", "wb") as log:  # the server keeps its own copy of the descriptor
+        # Its own process group: the server's worker processes are stopped with it.
+        server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + SERVER_START_SECS
         while not _healthy(url):
@@ -75,7 +75,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.wait(timeout=60)
         except ProcessLookupError:
             pass
-        log.close()
 
 
 @pytest.fixture
