@@ -350,14 +350,16 @@ class _Sender:
         if self.thread.is_alive():
             self._abandoned = True
             self.quiet = True
+            run = f"run {self.run_id} was not ended (it stays RUNNING)" if self.run_id else "no MLflow run was created"
             self._warn(
                 "MLflow at %s did not take the last points within flush_timeout_secs=%g: %d queued items were not "
-                "logged and run %s was not ended (it stays RUNNING). Training is not affected; raise "
-                "flush_timeout_secs for a slow server.",
+                "logged and %s. Training is not affected; raise flush_timeout_secs for a slow server, or check that "
+                "the server is up (MLflow's client retries a failed request for minutes: "
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES).",
                 self.uri,
                 timeout,
                 len(self.items),
-                self.plugin.run_id,
+                run,
             )
 
     def _warn(self, message: str, *args: Any) -> None:
