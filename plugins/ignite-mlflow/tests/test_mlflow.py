@@ -189,6 +189,45 @@ def test_an_exception_ends_the_run_failed_or_killed_after_sending_what_came_befo
     assert metric_history(mlflow_client, run.info.run_id, "training/iteration") == [(i + 1, float(i)) for i in range(5)]
 
 
+def test_a_continued_run_keeps_its_params_and_warns_about_changed_ones(
+    mlflow_server, mlflow_client, experiment, caplog
+):
+    options = {"tracking_uri": mlflow_server, "experiment": experiment, "every_iterations": 1}
+    first = Trainer([1.0, 2.0], float, plugins={"mlflow": {**options, "params": {"lr": 0.1}}})
+    first.run(1)
+    second = Trainer([1.0, 2.0], float, plugins={"mlflow": {**options, "params": {"lr": 0.2, "seed": 3}}})
+    second.load_state_dict(first.state_dict())
+    second.run(2)
+    run = the_run(mlflow_client, experiment)
+    assert run.info.run_id == first.plugins["mlflow"].run_id == second.plugins["mlflow"].run_id
+    assert run.data.params["lr"] == "0.1" and run.data.params["seed"] == "3"
+    assert mlflow_warnings(caplog) == [
+        f"MLflow run {run.info.run_id} already holds other values for the params lr (MLflow params cannot change): "
+        "kept as they were"
+    ]
+    assert metric_history(mlflow_client, run.info.run_id, "training/iteration") == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 1.0),
+        (4, 2.0),
+    ]
+
+
+def test_a_saved_run_id_the_store_does_not_hold_starts_a_new_run_with_a_warning(
+    mlflow_server, mlflow_client, experiment, caplog
+):
+    trainer = Trainer([1.0], float, plugins={"mlflow": {"tracking_uri": mlflow_server, "experiment": experiment}})
+    trainer.plugins["mlflow"].load_state_dict({"run_id": "0" * 32})
+    trainer.run(1)
+    run = the_run(mlflow_client, experiment)
+    assert run.info.run_id == trainer.plugins["mlflow"].run_id != "0" * 32
+    assert run.info.status == "FINISHED"
+    assert mlflow_warnings(caplog) == [
+        f"MLflow run {'0' * 32} is not in {mlflow_server} (another store, or deleted): this run is logged to a new "
+        "MLflow run"
+    ]
+
+
 # -- failures -------------------------------------------------------------------------------
 
 
