@@ -139,7 +139,7 @@ class MLflowLogger:
             logged once per epoch (``lr``, ``lr/<group>``, ``lr/<name>/<group>``).
         flush_timeout_secs: at the end of a run, wait at most this long for the queued points
             to be sent and the run to be ended; also the longest a checkpoint's
-            ``state_dict()`` waits for the run to be created.
+            ``state_dict()`` waits for the run to be created (once per ``run()``).
 
     Attributes:
         run_id: the MLflow run's id (None until the background thread created or found it,
@@ -218,10 +218,19 @@ class MLflowLogger:
 
     def state_dict(self) -> dict[str, Any]:
         """``{"run_id": ...}``: a resumed trainer continues this MLflow run. While the run is
-        being created, waits for it at most ``flush_timeout_secs``."""
+        being created, waits for it at most ``flush_timeout_secs``, once per ``run()``: a
+        server that does not answer stalls one checkpoint, not each."""
         sender = self._sender
-        if sender is not None and sender.thread.is_alive():
-            sender.opened.wait(self.flush_timeout_secs)
+        if sender is not None and sender.thread.is_alive() and not sender.waited:
+            sender.waited = True
+            if not sender.opened.wait(self.flush_timeout_secs):
+                sender.warn(
+                    "MLflow at %s has not created the run within flush_timeout_secs=%g: this checkpoint, and those "
+                    "until it is created, hold no MLflow run id (resumed from them, training logs to a new MLflow "
+                    "run). Training is not affected.",
+                    sender.uri,
+                    self.flush_timeout_secs,
+                )
         return {"run_id": self.run_id}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -327,6 +336,7 @@ class _Sender:
         self.items: collections.deque[_Item] = collections.deque()
         self.wake = threading.Event()
         self.opened = threading.Event()  # set once the run exists (or could not be created)
+        self.waited = False  # a state_dict() waited for `opened` already
         # True once the sender gave up: the training thread stops queueing.
         self.quiet = False
         self.sent = 0  # metric points logged
@@ -351,7 +361,7 @@ class _Sender:
             self._abandoned = True
             self.quiet = True
             run = f"run {self.run_id} was not ended (it stays RUNNING)" if self.run_id else "no MLflow run was created"
-            self._warn(
+            self.warn(
                 "MLflow at %s did not take the last points within flush_timeout_secs=%g: %d queued items were not "
                 "logged and %s. Training is not affected; raise flush_timeout_secs for a slow server, or check that "
                 "the server is up (MLflow's client retries a failed request for minutes: "
@@ -362,7 +372,7 @@ class _Sender:
                 run,
             )
 
-    def _warn(self, message: str, *args: Any) -> None:
+    def warn(self, message: str, *args: Any) -> None:
         with self._warn_lock:
             if self._warned:
                 return
@@ -391,7 +401,7 @@ class _Sender:
         except Exception as error:  # noqa: BLE001 - never let a logging problem reach the training loop
             self.quiet = True
             if not self._abandoned:
-                self._warn(
+                self.warn(
                     "Cannot log to MLflow at %s (%s: %s): nothing more is logged in this run; training continues. "
                     "Start the server, or set tracking_uri / MLFLOW_TRACKING_URI to one that is reachable.",
                     self.uri,

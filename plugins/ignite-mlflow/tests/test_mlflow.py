@@ -305,6 +305,42 @@ def test_a_server_that_never_answers_costs_the_end_of_training_flush_timeout_sec
     assert len(mlflow_warnings(caplog)) == 1  # its failure after the timeout adds none
 
 
+def test_checkpoints_wait_for_a_run_that_a_silent_server_never_creates_once_per_run(
+    tmp_path, experiment, caplog, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    states: list[dict[str, Any]] = []
+    trainer = Trainer(
+        [1.0] * 10,
+        float,
+        plugins={"mlflow": {"tracking_uri": uri, "experiment": experiment, "flush_timeout_secs": 0.5}},
+    )
+    # As the checkpoint plugin does every 2 iterations (its phase comes after the loggers').
+    trainer.add_event_handler(
+        TrainingEvents.TRAINING_ITERATION_COMPLETED,
+        lambda t: states.append(t.state_dict()["plugins"]["mlflow"]) if t.current_iteration % 2 == 0 else None,
+    )
+    try:
+        trainer.run(1)
+        warnings = mlflow_warnings(caplog)
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith(
+            f"MLflow at {uri} has not created the run within flush_timeout_secs=0.5: this checkpoint, and those "
+            "until it is created, hold no MLflow run id"
+        )
+        assert len(states) == 5 and all(state == {"run_id": None} for state in states)
+        sender = [t for t in threading.enumerate() if t.name == ignite_mlflow.THREAD_NAME]
+    finally:
+        silent.close()
+    for thread in sender:
+        thread.join(60)
+        assert not thread.is_alive()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
