@@ -202,8 +202,10 @@ def test_a_continued_run_keeps_its_params_and_warns_about_changed_ones(
     assert run.info.run_id == first.plugins["mlflow"].run_id == second.plugins["mlflow"].run_id
     assert run.data.params["lr"] == "0.1" and run.data.params["seed"] == "3"
     assert mlflow_warnings(caplog) == [
-        f"MLflow run {run.info.run_id} already holds other values for the params lr (MLflow params cannot change): "
-        "kept as they were"
+        (
+            f"MLflow run {run.info.run_id} already holds other values for the params lr (MLflow params cannot "
+            "change): kept as they were"
+        )
     ]
     assert metric_history(mlflow_client, run.info.run_id, "training/iteration") == [
         (1, 1.0),
@@ -223,8 +225,10 @@ def test_a_saved_run_id_the_store_does_not_hold_starts_a_new_run_with_a_warning(
     assert run.info.run_id == trainer.plugins["mlflow"].run_id != "0" * 32
     assert run.info.status == "FINISHED"
     assert mlflow_warnings(caplog) == [
-        f"MLflow run {'0' * 32} is not in {mlflow_server} (another store, or deleted): this run is logged to a new "
-        "MLflow run"
+        (
+            f"MLflow run {'0' * 32} is not in {mlflow_server} (another store, or deleted): this run is logged to a "
+            "new MLflow run"
+        )
     ]
 
 
