@@ -50,4 +50,4 @@ wheels: $(STAMP)
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w .whl . $(PLUGINS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info runs checkpoints .whl
+	rm -rf $(VENV) build *.egg-info runs checkpoints .whl mlflow.db

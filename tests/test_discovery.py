@@ -74,7 +74,9 @@ def run_script(site: Path, tmp_path: Path, options: dict, **env: str) -> list:
     if out.exists():
         out.unlink()
     environment = {**os.environ, "PYTHONPATH": str(site), "EPOCH_FILE": str(out), **env}
-    subprocess.run([sys.executable, str(script), json.dumps(options)], check=True, env=environment)
+    # In tmp_path: with IGNITE_DISABLE_PLUGINS replaced, the installed observers load and write
+    # their default outputs (runs/, mlflow.db) into the working directory.
+    subprocess.run([sys.executable, str(script), json.dumps(options)], check=True, env=environment, cwd=tmp_path)
     return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
 
 

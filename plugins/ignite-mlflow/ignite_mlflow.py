@@ -398,7 +398,7 @@ class _Sender:
                         "MLflow run %s ended %s: %d points logged to %s", self.run_id, status, self.sent, self.uri
                     )
                     break
-        except Exception as error:  # noqa: BLE001 - never let a logging problem reach the training loop
+        except Exception as error:
             self.quiet = True
             if not self._abandoned:
                 self.warn(
