@@ -10,7 +10,9 @@ import logging
 import math
 import numbers
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator as IteratorABC, Mapping
 from types import MappingProxyType
@@ -25,7 +27,7 @@ from .events import COUNTER, PeriodicEvent, TrainingEvents
 from .history import History, history_value
 from .serialization import decode, encode
 
-__all__ = ["EventHandle", "Trainer", "TrainingEvents"]
+__all__ = ["EventHandle", "Preempted", "Trainer", "TrainingEvents"]
 
 logger = logging.getLogger("ignite")
 
@@ -39,6 +41,25 @@ _END = object()
 # An int: comparing the iteration count with a float costs the loop ~10 ns more.
 _NEVER = sys.maxsize
 _STATE_FORMAT = "ignite.Trainer/1"
+
+
+class Preempted(SystemExit):
+    """Raised by :meth:`Trainer.run` when the process received SIGTERM while the run ran (a
+    scheduler preempting the job: SLURM, Kubernetes, ``torchrun`` forwarding it), after the
+    run stopped at the iteration all ranks agreed on and its closing events (and with them the
+    checkpoint plugin's save of that point) ran. A ``SystemExit`` with code 143 (128 + SIGTERM,
+    what a shell reports for a process ended by SIGTERM): left uncaught, the script exits with
+    that code, without a traceback; ``except Exception`` does not catch it."""
+
+    #: The exit code of a script that lets Preempted propagate.
+    EXIT_CODE = 128 + signal.SIGTERM
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.EXIT_CODE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class EventHandle:
@@ -397,6 +418,9 @@ class Trainer:
         self.current_epoch = 0
         self.max_epochs: int | None = None
         self._should_terminate = False
+        # SIGTERM during run(): received by this process / the stop agreed for it (every rank).
+        self._signalled = False
+        self._preempted = False
         self._running = False
         self._partial_validation_run = False  # a validation run cut short, to run again whole
         self._stop_vote: StopVote | None = None
@@ -466,6 +490,15 @@ class Trainer:
         same point in a distributed run): the epoch or validation run in progress is being
         cut short."""
         return self._should_terminate
+
+    @property
+    def preempted(self) -> bool:
+        """True once the run is stopping because of a SIGTERM received while :meth:`run` ran
+        (in a distributed run: by any rank; then True on every rank at the same point, so
+        plugins may run collectives on it, e.g. the checkpoint plugin's save at
+        TRAINING_COMPLETED). :meth:`run` then raises :class:`Preempted` after the closing
+        events."""
+        return self._preempted
 
     def terminate(self) -> None:
         """Stop the run after the iteration in progress. The events of the scopes already
@@ -812,12 +845,54 @@ class Trainer:
                 "terminate() there instead, and run() again once the running run() has returned"
             )
         self._running = True
+        self._should_terminate = self._signalled = self._preempted = False
+        previous = self._catch_sigterm()  # after the reset: a SIGTERM from now on is kept
         try:
             self._run(max_epochs)
         finally:
             self._running = False
+            self._release_sigterm(previous)
             if self._resume is None and self._phase != "between":
                 self._keep_stopping_point()
+        if self._signalled or self._preempted:
+            raise self._preemption()
+
+    # -- preemption (SIGTERM) -------------------------------------------------------------
+
+    def _catch_sigterm(self) -> Any:
+        """Install the SIGTERM handler for the run; returns the one to restore (None: none
+        installed, outside the main thread or where the previous one is not Python's)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None  # only the main thread may set handlers; signals go to it anyway
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is None:  # installed from C: it could not be put back
+            return None
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        return previous
+
+    def _release_sigterm(self, previous: Any) -> None:
+        # Only if ours is still there: a handler that replaced it during the run stays.
+        if previous is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # Runs on the main thread between two bytecodes: flags only, no logging, no collective.
+        self._signalled = True
+        if self._stop_vote is None:  # one process: stop after the iteration in progress
+            self._should_terminate = self._preempted = True
+        # Distributed: the next vote carries it (ignite._stop_vote); every rank then stops there.
+
+    def _preemption(self) -> Preempted:
+        if self._preempted:
+            where = f"stopped at epoch {self.current_epoch}, iteration {self.current_iteration}"
+        else:  # arrived after the run's last agreement point: the training was over
+            where = f"which arrived after the training ended, at epoch {self.current_epoch}"
+        message = (
+            f"Preempted: SIGTERM received during run(), {where}; run() raises ignite.Preempted "
+            f"(exit code {Preempted.EXIT_CODE}). Launch again with the checkpoint plugin's resume=True to continue."
+        )
+        logger.warning("%s", message)
+        return Preempted(message)
 
     def _keep_stopping_point(self) -> None:
         # After a run stopped inside an epoch (terminate(), an exception), the next run()
@@ -832,7 +907,6 @@ class Trainer:
 
     def _run(self, max_epochs: int) -> None:
         self.max_epochs = max_epochs
-        self._should_terminate = False
         self._join_process_group()
         started = time.perf_counter()
         try:
