@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -63,37 +64,81 @@ def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def torchrun(
-    out: Path, *cases: str, env: dict[str, str] | None = None, before_retry: Callable[[], None] | None = None
+    out: Path,
+    *cases: str,
+    env: dict[str, str] | None = None,
+    before_retry: Callable[[], None] | None = None,
+    max_restarts: int = 0,
+    nodes: int = 1,
 ) -> subprocess.CompletedProcess:
     """Run the worker's ``cases`` on 2 ranks; stdout and stderr of the agent and both ranks.
     ``before_retry`` puts back what a launch that is run again must start from (the files a
-    resume reads: the first attempt wrote newer ones)."""
+    resume reads: the first attempt wrote newer ones). ``nodes=2``: as two machines of one
+    process each, two torchrun agents meeting through a c10d rendezvous on 127.0.0.1 (see
+    :func:`torchrun_nodes`)."""
     for attempt in range(3):
         if attempt and before_retry is not None:
             before_retry()
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
-            "--max_restarts=0",
-            f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
-            "--tee=3",  # each rank's output also in a file of its own: see rank_output()
-            str(WORKER),
-            str(out),
-            *cases,
-        ]
-        result = subprocess.run(
-            command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
-        )
+        if nodes == 2:
+            result = torchrun_nodes(out, *cases, env=env, max_restarts=max_restarts)
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}",
+                f"--max_restarts={max_restarts}",
+                f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
+                "--tee=3",  # each rank's output also in a file of its own: see rank_output()
+                str(WORKER),
+                str(out),
+                *cases,
+            ]
+            result = subprocess.run(
+                command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
+            )
         output = result.stdout + result.stderr
         # The free port may have been taken between the probe and the launch: try another. A
         # rank that gloo aborted at teardown, its work done, says nothing about the test either.
         if "address already in use" not in output.lower() and (result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output):
             return result
     return result
+
+
+def torchrun_nodes(
+    out: Path, *cases: str, env: dict[str, str] | None = None, max_restarts: int = 0
+) -> subprocess.CompletedProcess:
+    """The worker's ``cases`` as 2 nodes of 1 process each: two torchrun agents, as on two
+    machines, that find each other through the c10d rendezvous at 127.0.0.1:PORT (the first
+    agent to bind the port hosts it; no --node-rank: the rendezvous assigns the ranks). Both
+    agents' output, node 0's first; the exit code of the first agent that failed."""
+    port = _free_port()
+    agents = []
+    for node in range(2):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=ignite-test-{port}",
+            f"--max_restarts={max_restarts}", f"--log-dir={out / f'torchrun_node{node}'}", "--tee=3",
+            str(WORKER), str(out), *cases,
+        ]  # fmt: skip
+        agents.append(subprocess.Popen(command, cwd=out, env=_environment(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        for agent in agents:
+            outputs.append(agent.communicate(timeout=max(1.0, deadline - time.monotonic())))
+    finally:
+        for agent in agents:  # a hung agent must not outlive the test
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate()
+    codes = [agent.returncode for agent in agents]
+    returncode = next((code for code in codes if code), 0)
+    stdout = "".join(f"--- node {node}\n{output[0]}" for node, output in enumerate(outputs))
+    stderr = "".join(f"--- node {node}\n{output[1]}" for node, output in enumerate(outputs))
+    return subprocess.CompletedProcess(agents[0].args, returncode, stdout, stderr)
 
 
 def output_of(result: subprocess.CompletedProcess) -> str:
@@ -529,6 +574,7 @@ def test_worker_cases_are_all_exercised() -> None:
         *("early_stopping", "tensorboard", "checkpoint_crash", "checkpoint_resume"),
         *("crash_update", "crash_epoch", "empty_validation_shard", "uneven_ends", "uneven_vote"),
         *("mismatch_plugin_installed", "mismatch_uncaught", "stuck_update"),
+        *("preempt", "elastic"),  # test_preemption.py
         *MISMATCH_CASES,
     }
     assert cases == launched
