@@ -836,7 +836,12 @@ class Trainer:
     def run(self, max_epochs: int = 1) -> None:
         """Train until :attr:`current_epoch` reaches ``max_epochs`` or :meth:`terminate` is
         called. A trainer continues from its counters: after ``run(2)``, ``run(5)`` trains
-        epochs 3 to 5."""
+        epochs 3 to 5.
+
+        While it runs (called on the main thread), SIGTERM is the trainer's: the run stops as
+        after :meth:`terminate` (in a distributed run at the iteration the ranks agree on, see
+        :attr:`preempted`), the closing events fire, then run() raises :class:`Preempted`
+        (exit code 143). The previous SIGTERM handler is put back when run() ends."""
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
             raise ValueError(f"max_epochs must be an integer of at least 1; got {max_epochs!r}")
         if self._running:

@@ -82,13 +82,20 @@ def torchrun(
         if nodes == 2:
             result = torchrun_nodes(out, *cases, env=env, max_restarts=max_restarts)
         else:
+            # Restarts need a fresh store per attempt: by default torchrun keeps the one the workers
+            # meet in (static rendezvous, or the c10d rendezvous's shared store), and a restarted
+            # rank can read the previous attempt's addresses there, then fail to connect (or
+            # hang). The c10d rendezvous without store sharing makes rank 0 host a new one each time.
+            where = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+            if max_restarts:
+                where = ["--standalone"]
+                env = {**(env or {}), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
             command = [
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
                 "--nproc_per_node=2",
-                "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}",
+                *where,
                 f"--max_restarts={max_restarts}",
                 f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
                 "--tee=3",  # each rank's output also in a file of its own: see rank_output()
@@ -189,6 +196,30 @@ def main_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# The main scenarios again as two machines of one process each (#16 item 3).
+TWO_NODES_CASES = [
+    "terminate_iteration",
+    "terminate_epoch",
+    *(["early_stopping"] if "early_stopping" in INSTALLED else []),
+    "checkpoint_full",
+    "adhoc_resume",
+]
+
+
+@pytest.fixture(scope="module")
+def two_nodes_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("two_nodes")
+    result = torchrun(out, *TWO_NODES_CASES, nodes=2)
+    assert result.returncode == 0, output_of(result)
+    return out
+
+
+@pytest.fixture(params=["one_node", "two_nodes"])
+def scenario_run(request: pytest.FixtureRequest) -> Path:
+    """The launch of the main scenarios: 2 processes on one node, or 2 nodes of 1 process."""
+    return request.getfixturevalue("main_run" if request.param == "one_node" else "two_nodes_run")
+
+
 # -- 1. DDP and the DistributedSampler ------------------------------------------------------
 
 
@@ -238,8 +269,8 @@ def test_sampler_epoch_advances_inside_a_batch_sampler(main_run: Path) -> None:
 # -- 3. terminate() on one rank ---------------------------------------------------------------
 
 
-def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(main_run: Path) -> None:
-    results = read(main_run, "terminate_iteration")
+def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_iteration")
     assert results[1]["mid_epoch"]["called_at"] == [{"iteration": 5, "epoch": 1}]
     assert results[0]["mid_epoch"]["called_at"] == []
     for result in results:
@@ -250,8 +281,8 @@ def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(
     assert results[0]["mid_epoch"]["parameters"] == results[1]["mid_epoch"]["parameters"]
 
 
-def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_vote_is_collected(main_run: Path) -> None:
-    results = read(main_run, "terminate_iteration")
+def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_vote_is_collected(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_iteration")
     assert results[1]["vote_every_2"]["called_at"] == [{"iteration": 3, "epoch": 1}]
     for result in results:
         # Asked for in iteration 3: carried by the vote launched at 4, collected at 6.
@@ -260,16 +291,16 @@ def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_v
     assert results[0]["vote_every_2"]["parameters"] == results[1]["vote_every_2"]["parameters"]
 
 
-def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(main_run: Path) -> None:
-    results = read(main_run, "terminate_iteration")
+def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_iteration")
     for result in results:
         assert result["last_of_epoch"]["iteration"] == BATCHES_PER_EPOCH
         assert result["last_of_epoch"]["validation_runs"] == []
     assert results[0]["last_of_epoch"]["parameters"] == results[1]["last_of_epoch"]["parameters"]
 
 
-def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(main_run: Path) -> None:
-    results = read(main_run, "terminate_epoch")
+def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_epoch")
     assert results[0]["called_at"] == [{"iteration": 16, "epoch": 2}] and results[1]["called_at"] == []
     for result in results:
         assert (result["epoch"], result["iteration"]) == (2, 2 * BATCHES_PER_EPOCH)
@@ -290,11 +321,11 @@ def test_terminate_in_validation_on_one_rank_stops_both_at_the_end_of_that_valid
 
 
 @pytest.mark.skipif("early_stopping" not in INSTALLED, reason="the ignite-early-stopping plugin is not installed")
-def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(main_run: Path) -> None:
+def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(scenario_run: Path) -> None:
     # Validation losses (see the worker): rank 0 improves every epoch (alone: never stops);
     # rank 1 stalls from epoch 1 (alone, patience 2 would stop at epoch 3). Their mean
     # improves up to epoch 3 (13.5) and not after: patience 2 stops both at epoch 5.
-    for result in read(main_run, "early_stopping"):
+    for result in read(scenario_run, "early_stopping"):
         assert result["epoch"] == 5  # of max_epochs=10
         assert result["iteration"] == 5 * BATCHES_PER_EPOCH
         assert (result["best_score"], result["best_epoch"]) == (13.5, 3)
@@ -333,22 +364,25 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(main_run
 # -- 6. checkpoint and resume ------------------------------------------------------------------
 
 
-def test_resume_from_trainer_state_dict_gives_the_uninterrupted_weights(main_run: Path) -> None:
-    full = load(main_run / "checkpoint_full_rank0.pt")
-    assert_bitwise_equal(full, load(main_run / "checkpoint_full_rank1.pt"))
-    for rank, result in zip(RANKS, read(main_run, "adhoc_resume")):
+def test_resume_from_trainer_state_dict_gives_the_uninterrupted_weights(scenario_run: Path) -> None:
+    full = load(scenario_run / "checkpoint_full_rank0.pt")
+    assert_bitwise_equal(full, load(scenario_run / "checkpoint_full_rank1.pt"))
+    for rank, result in zip(RANKS, read(scenario_run, "adhoc_resume")):
         assert result["stopped_at"] == 11  # rank 1 asked at 10
         assert result["resumed_at"] == 9  # the newest save, mid-epoch 2
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
-        assert_bitwise_equal(full, load(main_run / f"adhoc_resume_rank{rank}.pt"))
+        assert_bitwise_equal(full, load(scenario_run / f"adhoc_resume_rank{rank}.pt"))
 
 
-@pytest.fixture(scope="module")
-def checkpoint_runs(main_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[1, 2], ids=["one_node", "two_nodes"])
+def checkpoint_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the uninterrupted run's folder, the crash and resume's), on one node or on two."""
     if "checkpoint" not in INSTALLED:
         pytest.skip("the ignite-checkpoint plugin is not installed")
+    nodes = request.param
+    reference = request.getfixturevalue("main_run" if nodes == 1 else "two_nodes_run")
     out = tmp_path_factory.mktemp("checkpoint")
-    crashed = torchrun(out, "checkpoint_crash")
+    crashed = torchrun(out, "checkpoint_crash", nodes=nodes)
     assert crashed.returncode != 0, output_of(crashed)
     assert not list(out.glob("checkpoint_crash_rank*.json")), "the run was to die at iteration 11"
     folder, left = out / "checkpoints", out / "checkpoints_left_by_the_crash"
@@ -358,32 +392,35 @@ def checkpoint_runs(main_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
         shutil.rmtree(folder)
         shutil.copytree(left, folder)
 
-    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_crash_left_it)
+    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_crash_left_it, nodes=nodes)
     assert resumed.returncode == 0, output_of(resumed)
-    return out
+    return reference, out
 
 
 def test_checkpoint_plugin_resume_after_a_crash_gives_the_uninterrupted_weights(
-    main_run: Path, checkpoint_runs: Path
+    checkpoint_runs: tuple[Path, Path]
 ) -> None:
-    full = load(main_run / "checkpoint_full_rank0.pt")
-    for rank, result in zip(RANKS, read(checkpoint_runs, "checkpoint_resume")):
+    uninterrupted, out = checkpoint_runs
+    full = load(uninterrupted / "checkpoint_full_rank0.pt")
+    for rank, result in zip(RANKS, read(out, "checkpoint_resume")):
         # Saves at 3, 6, 9; the crash at 11. The plugin writes in the background, one file at a
         # time, so the save of 9 may still be in flight at the crash: then 6 is the newest.
         assert result["resumed_at_iteration"] in ([6], [9])
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
-        assert_bitwise_equal(full, load(checkpoint_runs / f"checkpoint_resume_rank{rank}.pt"))
-    written = sorted(path.name for path in (checkpoint_runs / "checkpoints").iterdir() if path.name != ".ignite-checkpoint.lock")
+        assert_bitwise_equal(full, load(out / f"checkpoint_resume_rank{rank}.pt"))
+        assert result["histories"] == read(uninterrupted, "checkpoint_full")[rank]["histories"]
+    written = sorted(path.name for path in (out / "checkpoints").iterdir() if path.name != ".ignite-checkpoint.lock")
     # Rank 0 alone wrote, and finished every file: no temporary file is left, the newest is the end.
     assert written and all(name.startswith("checkpoint_e") and name.endswith(".pt") for name in written), written
     assert written[-1] == f"checkpoint_e0003_i{3 * BATCHES_PER_EPOCH:08d}.pt"
 
 
-def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(main_run: Path, checkpoint_runs: Path) -> None:
+def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(checkpoint_runs: tuple[Path, Path]) -> None:
+    uninterrupted, out = checkpoint_runs
     # Each rank resumes its own Trainer.state_dict(): its histories (the reduced means of the
     # resumed epoch cover every rank's own batches) and its RNG streams (per-rank dropout).
-    full = read(main_run, "checkpoint_full")
-    resumed = read(checkpoint_runs, "checkpoint_resume")
+    full = read(uninterrupted, "checkpoint_full")
+    resumed = read(out, "checkpoint_resume")
     assert full[0]["draws"]["3"] != full[1]["draws"]["3"]  # the ranks draw different numbers
     for rank in RANKS:
         # Resumed mid-epoch (after batch 6 of epoch 1 or batch 1 of epoch 2): from that epoch on,
