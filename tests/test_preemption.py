@@ -176,8 +176,6 @@ def test_a_sigterm_before_run_goes_to_the_previous_handler_and_is_not_carried_in
 
 
 def test_a_handler_that_replaced_the_trainers_during_the_run_is_left_in_place(recorded_sigterm):
-    mine, _ = recorded_sigterm
-
     def theirs(signum, frame):
         pass
 
@@ -199,7 +197,7 @@ def test_run_outside_the_main_thread_installs_no_handler(recorded_sigterm):
     def run() -> None:
         try:
             trainer.run(1)
-        except BaseException as error:  # reported below
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread, asserted below
             errors.append(error)
 
     thread = threading.Thread(target=run)

@@ -6,7 +6,9 @@ bounded by a subprocess timeout, so a hang fails the test instead of blocking th
 
 Launches (each costs ~7 s of startup on 2 cores): the main one (most cases), two that crash on
 purpose, two for crash and resume with the checkpoint plugin (when installed), and one with a
-short collective timeout for a case that used to hang.
+short collective timeout for a case that used to hang. The main scenarios (terminate() on one
+rank, early stopping on the reduced score, checkpoint, crash and resume) are launched again as
+two nodes of one process each: two torchrun agents meeting through a c10d rendezvous.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite_checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
 
 from ignite import Preempted, TrainingEvents
-from ignite_checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
 
 SCRIPT = Path(__file__).with_name("preempted_training_script.py")
 TIMEOUT = 180
