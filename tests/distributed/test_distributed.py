@@ -613,7 +613,7 @@ def test_worker_cases_are_all_exercised() -> None:
         *("early_stopping", "tensorboard", "checkpoint_crash", "checkpoint_resume"),
         *("crash_update", "crash_epoch", "empty_validation_shard", "uneven_ends", "uneven_vote"),
         *("mismatch_plugin_installed", "mismatch_uncaught", "stuck_update"),
-        *("preempt", "elastic"),  # test_preemption.py
+        *("preempt", "preempt_at_start", "elastic"),  # test_preemption.py
         *MISMATCH_CASES,
     }
     assert cases == launched

@@ -48,9 +48,10 @@ pytestmark = pytest.mark.skipif("checkpoint" not in INSTALLED, reason="the ignit
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run the others must end like: ``checkpoint_full``, 3 epochs without a stop."""
+    """The run the others must end like: ``checkpoint_full``, 3 epochs without a stop (and, in
+    the same launch, ``preempt_at_start``)."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    result = torchrun(out, "checkpoint_full")
+    result = torchrun(out, "checkpoint_full", "preempt_at_start")
     assert result.returncode == 0, output_of(result)
     return out
 
@@ -192,3 +193,14 @@ def test_elastic_restart_after_a_sigkill_resumes_and_ends_bit_for_bit(uninterrup
         assert (found["epoch"], found["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
         assert found["histories"] == full[rank]["histories"]
         assert_bitwise_equal(load(uninterrupted / "checkpoint_full_rank0.pt"), load(tmp_path / f"elastic_rank{rank}.pt"))
+
+
+def test_sigterm_in_training_started_on_one_rank_stops_both_before_any_epoch_and_saves(uninterrupted: Path) -> None:
+    # Every TRAINING_STARTED handler runs on both ranks; the vote after the event stops both;
+    # TRAINING_COMPLETED fires; the plugin saves the starting point; both raise Preempted.
+    for rank, found in zip(RANKS, read(uninterrupted, "preempt_at_start")):
+        assert (found["raised"], found["code"], found["preempted"]) == ("Preempted", 143, True), (rank, found)
+        assert found["started"] == [0] and found["fired"] == ["TRAINING_COMPLETED"], (rank, found)
+        assert (found["epoch"], found["iteration"]) == (0, 0)
+    names = sorted(path.name for path in (uninterrupted / "checkpoints_at_start").iterdir())
+    assert "checkpoint_e0000_i00000000.pt" in names, names

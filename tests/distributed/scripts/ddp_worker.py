@@ -44,6 +44,8 @@ this rank saw. The cases:
                       arrived (each writes ``OUT/preempt_waiting_rank<RANK>`` with its pid
                       first); the test then sends one. Records what run() raised, then lets
                       ignite.Preempted end the process (exit code 143).
+``preempt_at_start``  rank 1 sends itself SIGTERM from a TRAINING_STARTED handler, in a run with
+                      the checkpoint plugin; records what run() raised on each rank.
 ``elastic``           the checkpoint_resume run under ``torchrun --max-restarts=1``: in the first
                       attempt (TORCHELASTIC_RESTART_COUNT=0) one rank, at one iteration, both
                       drawn from random.Random(IGNITE_TEST_KILL_SEED), kills itself with
@@ -373,6 +375,26 @@ def case_preempt(rank: int, out: str) -> dict:
             json.dump(result, file)
         raise
     raise AssertionError("unreachable: run() returned after a SIGTERM")
+
+
+def case_preempt_at_start(rank: int, out: str) -> dict:
+    """Rank 1 receives SIGTERM (sent to itself) in a TRAINING_STARTED handler of a run with the
+    checkpoint plugin; what run() raised on each rank is recorded, and the process goes on."""
+    trainer, _, _, _ = _checkpoint_run(rank, {"checkpoint": {"dirname": os.path.join(out, "checkpoints_at_start")}})
+    started: list = []
+    if rank == 1:
+        trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: os.kill(os.getpid(), signal.SIGTERM))
+    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))
+    fired: list = []
+    for event in (TrainingEvents.EPOCH_STARTED, TrainingEvents.TRAINING_COMPLETED):
+        trainer.add_event_handler(event, lambda t, name=event.name: fired.append(name))
+    try:
+        trainer.run(max_epochs=3)
+    except Preempted as preempted:
+        raised = {"raised": type(preempted).__name__, "code": preempted.code}
+    else:
+        raised = {"raised": None, "code": None}
+    return {**counters(trainer), **raised, "started": started, "fired": fired, "preempted": trainer.preempted}
 
 
 def case_elastic(rank: int, out: str) -> dict:
