@@ -55,8 +55,10 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, output_of(result)
     return out
 
-PREEMPT_AT = 7  # as in the worker: the ranks wait for the SIGTERM in iteration 7 ...
-STOPPED_AT = 8  # ... and stop after 8: the vote launched after 7 carries it (a vote every iteration)
+
+# The worker's ranks wait for the SIGTERM in iteration 7 (PREEMPT_AT there) and stop after 8:
+# the vote launched after 7 carries it (a vote every iteration in these tests).
+STOPPED_AT = 8
 KILL_SEED = 20261127  # the elastic test's draw of the rank and iteration to kill
 
 
@@ -69,15 +71,19 @@ def start_torchrun(out: Path, *cases: str, env: dict[str, str] | None = None) ->
     return subprocess.Popen(command, cwd=out, env=_environment(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(paths: list[Path], process: subprocess.Popen, timeout: float) -> None:
+def wait_for(paths: list[Path], process: subprocess.Popen, timeout: float) -> str | None:
+    """None once every path exists; the launch's output if it ended before (polled, bounded)."""
     deadline = time.monotonic() + timeout
     while not all(path.exists() for path in paths):
         if process.poll() is not None:
             stdout, stderr = process.communicate()
-            raise AssertionError(f"torchrun ended before {paths} appeared: exit code {process.returncode}\n{stdout[-4000:]}\n{stderr[-4000:]}")
+            return f"exit code {process.returncode}\n{stdout[-4000:]}\n{stderr[-4000:]}"
         if time.monotonic() > deadline:
+            process.kill()  # a hung launch must not outlive the test
+            process.communicate()
             raise AssertionError(f"{paths} did not appear within {timeout} s")
         time.sleep(0.05)
+    return None
 
 
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -94,10 +100,16 @@ def preempted_run(out: Path, send_to: str) -> subprocess.CompletedProcess:
     """Launch the ``preempt`` case and send SIGTERM to torchrun (``"torchrun"``) or to rank 1
     only (``"rank1"``) once the waiting ranks have written their markers."""
     waiting = [0, 1] if send_to == "torchrun" else [1]
-    process = start_torchrun(out, "preempt", env={"IGNITE_TEST_WAIT_RANKS": ",".join(map(str, waiting))})
+    markers = [out / f"preempt_waiting_rank{rank}" for rank in waiting]
+    for _ in range(3):
+        process = start_torchrun(out, "preempt", env={"IGNITE_TEST_WAIT_RANKS": ",".join(map(str, waiting))})
+        ended = wait_for(markers, process, TIMEOUT)
+        if ended is None:
+            break
+        # The free port may have been taken between the probe and the launch: try another.
+        assert "address already in use" in ended.lower(), f"torchrun ended before {markers} appeared: {ended}"
+    assert ended is None, f"three launches found their port taken: {ended}"
     try:
-        markers = [out / f"preempt_waiting_rank{rank}" for rank in waiting]
-        wait_for(markers, process, TIMEOUT)
         if send_to == "torchrun":
             process.send_signal(signal.SIGTERM)
         else:
