@@ -4,13 +4,14 @@ from ._plugins import PluginError, PluginInactive
 from .events import TrainingEvents
 from .history import History
 from .hookspecs import hookimpl
-from .trainer import EventHandle, Trainer
+from .trainer import EventHandle, Preempted, Trainer
 
 __all__ = [
     "EventHandle",
     "History",
     "PluginError",
     "PluginInactive",
+    "Preempted",
     "Trainer",
     "TrainingEvents",
     "__version__",

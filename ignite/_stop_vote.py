@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 #: threads compete with training); every 32 it is lost in the noise.
 DEFAULT_EVERY = 32
 
+# What a rank votes for (the MAX all-reduce keeps the strongest): preemption (a SIGTERM
+# received, see Trainer.preempted) outranks terminate().
+_GO_ON, _STOP, _PREEMPTED = 0, 1, 2
+
 
 def _every() -> int:
     value = os.environ.get("IGNITE_STOP_VOTE_EVERY", "")
@@ -30,7 +34,8 @@ def _every() -> int:
 
 
 class StopVote:
-    """A MAX all-reduce of "someone asked to stop".
+    """A MAX all-reduce of "someone asked to stop" (terminate(), or a SIGTERM, which also
+    makes every rank's ``trainer.preempted`` true at the same point).
 
     Every ``every`` training iterations (counted by ``trainer.current_iteration``, the same on
     every rank) the vote is launched asynchronously and the previous one collected, so the
@@ -60,9 +65,9 @@ class StopVote:
         # On the default group, in the same order on every rank, so it needs no group (and no
         # group lifetime) of its own; NCCL reduces only tensors on the rank's GPU.
         device = distributed.reduction_device()
-        # [stop, marker, -marker]; the periodic votes copy one of two ready-made values.
+        # [stop, marker, -marker]; the periodic votes copy one of three ready-made values.
         self._flag = torch.zeros(3, dtype=torch.int32, device=device)
-        self._votes = {stop: torch.tensor([int(stop), 0, 0], dtype=torch.int32, device=device) for stop in (False, True)}
+        self._votes = [torch.tensor([stop, 0, 0], dtype=torch.int32, device=device) for stop in (_GO_ON, _STOP, _PREEMPTED)]
         self._pending: Any = None
         self.requested = False
 
@@ -70,15 +75,27 @@ class StopVote:
         """Forget a previous run's request; called at the start of run() on every rank."""
         self.requested = False
 
-    def _result(self, trainer: Trainer, batches: int | None) -> bool:
+    def _level(self, trainer: Trainer) -> int:
+        """This rank's vote: a SIGTERM received outranks a terminate() asked for."""
+        if trainer._signalled:
+            return _PREEMPTED
+        return _STOP if self.requested or trainer._should_terminate else _GO_ON
+
+    def _result(self, trainer: Trainer, batches: int | None) -> int:
         stop, most, negated_fewest = self._flag.tolist()
         if most != -negated_fewest:
             raise ValueError(_uneven_message(trainer, batches, most - 1, -negated_fewest - 1))
-        return bool(stop)
+        return stop
 
-    def _collect(self, trainer: Trainer) -> bool:
+    def _decide(self, trainer: Trainer, stop: int) -> None:
+        if stop >= _STOP:
+            trainer._should_terminate = True
+        if stop >= _PREEMPTED:
+            trainer._preempted = True
+
+    def _collect(self, trainer: Trainer) -> int:
         if self._pending is None:
-            return False
+            return _GO_ON
         try:
             self._pending.wait()  # bounded: the work fails once the group's timeout has passed
         except RuntimeError as error:
@@ -91,25 +108,25 @@ class StopVote:
         """The agreement point, every ``every`` iterations: collect the last vote, launch this one."""
         if trainer.current_iteration % self.every:
             return
-        if self._collect(trainer):
-            trainer._should_terminate = True
+        stop = self._collect(trainer)
+        if stop:
+            self._decide(trainer, stop)
             return
-        self._flag.copy_(self._votes[self.requested])
+        self._flag.copy_(self._votes[self._level(trainer)])
         self._pending = dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, async_op=True)
 
     def settle(self, trainer: Trainer, batches: int | None = None) -> None:
         """A blocking agreement point at a phase boundary; ``batches``: the epoch's training
         batches, at the end of them."""
-        stop = self._collect(trainer) or self.requested or trainer._should_terminate
+        stop = max(self._collect(trainer), self._level(trainer))
         marker = 0 if batches is None else batches + 1
-        self._flag.copy_(torch.tensor([int(stop), marker, -marker], dtype=torch.int32))
+        self._flag.copy_(torch.tensor([stop, marker, -marker], dtype=torch.int32))
         try:
             dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
         except RuntimeError as error:
             _note_peers(error, trainer)
             raise
-        if self._result(trainer, batches):
-            trainer._should_terminate = True
+        self._decide(trainer, self._result(trainer, batches))
 
 
 def _note_peers(error: RuntimeError, trainer: Trainer) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import signal
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Iterator as IteratorABC
 from types import MappingProxyType
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import _plugins, _rank_agreement, _rng, distributed
 from ._dispatch import INDEX as _INDEX
@@ -22,7 +24,7 @@ from .events import COUNTER, PeriodicEvent, TrainingEvents
 from .history import History, history_value
 from .serialization import decode, encode
 
-__all__ = ["EventHandle", "Trainer", "TrainingEvents"]
+__all__ = ["EventHandle", "Preempted", "Trainer", "TrainingEvents"]
 
 logger = logging.getLogger("ignite")
 
@@ -32,6 +34,25 @@ _VALID_STARTED = _INDEX[TrainingEvents.VALIDATION_ITERATION_STARTED]
 _VALID_COMPLETED = _INDEX[TrainingEvents.VALIDATION_ITERATION_COMPLETED]
 _END = object()
 _STATE_FORMAT = "ignite.Trainer/1"
+
+
+class Preempted(SystemExit):
+    """Raised by :meth:`Trainer.run` when the process received SIGTERM while the run ran (a
+    scheduler preempting the job: SLURM, Kubernetes, ``torchrun`` forwarding it), after the
+    run stopped at the iteration all ranks agreed on and its closing events (and with them the
+    checkpoint plugin's save of that point) ran. A ``SystemExit`` with code 143 (128 + SIGTERM,
+    what a shell reports for a process ended by SIGTERM): left uncaught, the script exits with
+    that code, without a traceback; ``except Exception`` does not catch it."""
+
+    #: The exit code of a script that lets Preempted propagate.
+    EXIT_CODE = 128 + signal.SIGTERM
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.EXIT_CODE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _check_data(name: str, data: Any) -> None:
@@ -139,6 +160,9 @@ class Trainer:
         self.current_epoch = 0
         self.max_epochs: int | None = None
         self._should_terminate = False
+        # SIGTERM during run(): received by this process / the stop agreed for it (every rank).
+        self._signalled = False
+        self._preempted = False
         self._running = False
         self._epoch_complete = False
         self._position = RunPosition()  # where the run stands, for state_dict() and resume
@@ -194,6 +218,15 @@ class Trainer:
         same point in a distributed run): the epoch or validation run in progress is being
         cut short."""
         return self._should_terminate
+
+    @property
+    def preempted(self) -> bool:
+        """True once the run is stopping because of a SIGTERM received while :meth:`run` ran
+        (in a distributed run: by any rank; then True on every rank at the same point, so
+        plugins may run collectives on it, e.g. the checkpoint plugin's save at
+        TRAINING_COMPLETED). :meth:`run` then raises :class:`Preempted` after the closing
+        events."""
+        return self._preempted
 
     def terminate(self) -> None:
         """Stop the run after the iteration in progress. The events of the scopes already
@@ -446,7 +479,12 @@ class Trainer:
     def run(self, max_epochs: int = 1) -> None:
         """Train until :attr:`current_epoch` reaches ``max_epochs`` or :meth:`terminate` is
         called. A trainer continues from its counters: after ``run(2)``, ``run(5)`` trains
-        epochs 3 to 5."""
+        epochs 3 to 5.
+
+        While it runs (called on the main thread), SIGTERM is the trainer's: the run stops as
+        after :meth:`terminate` (in a distributed run at the iteration the ranks agree on, see
+        :attr:`preempted`), the closing events fire, then run() raises :class:`Preempted`
+        (exit code 143). The previous SIGTERM handler is put back when run() ends."""
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
             raise ValueError(f"max_epochs must be an integer of at least 1; got {max_epochs!r}")
         if self._running:
@@ -455,12 +493,54 @@ class Trainer:
                 "terminate() there instead, and run() again once the running run() has returned"
             )
         self._running = True
+        self._should_terminate = self._signalled = self._preempted = False
+        previous = self._catch_sigterm()  # after the reset: a SIGTERM from now on is kept
         try:
             self._run(max_epochs)
         finally:
             self._running = False
+            self._release_sigterm(previous)
             if self._position.pending is None and self._position.phase != "between":
                 self._keep_stopping_point()
+        if self._signalled or self._preempted:
+            raise self._preemption()
+
+    # -- preemption (SIGTERM) -------------------------------------------------------------
+
+    def _catch_sigterm(self) -> Any:
+        """Install the SIGTERM handler for the run; returns the one to restore (None: none
+        installed, outside the main thread or where the previous one is not Python's)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None  # only the main thread may set handlers; signals go to it anyway
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is None:  # installed from C: it could not be put back
+            return None
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        return previous
+
+    def _release_sigterm(self, previous: Any) -> None:
+        # Only if ours is still there: a handler that replaced it during the run stays.
+        if previous is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # Runs on the main thread between two bytecodes: flags only, no logging, no collective.
+        self._signalled = True
+        if self._dispatch.stop_vote is None:  # one process: stop after the iteration in progress
+            self._should_terminate = self._preempted = True
+        # Distributed: the next vote carries it (ignite._stop_vote); every rank then stops there.
+
+    def _preemption(self) -> Preempted:
+        if self._preempted:
+            where = f"stopped at epoch {self.current_epoch}, iteration {self.current_iteration}"
+        else:  # arrived after the run's last agreement point: the training was over
+            where = f"which arrived after the training ended, at epoch {self.current_epoch}"
+        message = (
+            f"Preempted: SIGTERM received during run(), {where}; run() raises ignite.Preempted "
+            f"(exit code {Preempted.EXIT_CODE}). Launch again with the checkpoint plugin's resume=True to continue."
+        )
+        logger.warning("%s", message)
+        return Preempted(message)
 
     def _keep_stopping_point(self) -> None:
         # After a run stopped inside an epoch (terminate(), an exception), the next run()
@@ -475,7 +555,6 @@ class Trainer:
 
     def _run(self, max_epochs: int) -> None:
         self.max_epochs = max_epochs
-        self._should_terminate = False
         self._join_process_group()
         started = time.perf_counter()
         try:
@@ -504,7 +583,7 @@ class Trainer:
                     else:
                         failure.add_note(f"EXCEPTION_RAISED: another callback raised too: {second!r}")
             if failure is not None:
-                raise failure
+                raise failure  # noqa: B904 - the run's error stays its context, not its cause
             raise
 
     def profile_report(self) -> list[dict[str, Any]]:

@@ -687,7 +687,9 @@ class Checkpoint:
         start_over_if_unreadable: with ``resume``, start from scratch instead of raising when
             no checkpoint in ``dirname`` can be read (they are kept, renamed ``*.unreadable``).
         save_on_interrupt: on KeyboardInterrupt, save a checkpoint of the point reached before
-            the exception goes on.
+            the exception goes on; on preemption (SIGTERM during the run, see
+            ``ignite.Preempted``), at TRAINING_COMPLETED, save the point where every rank
+            stopped (unless the newest checkpoint holds it), before run() raises Preempted.
         background_serialization: True: a save copies the state to host buffers (pinned, with
             non-blocking copies, for device tensors) and torch.save runs on the writer thread;
             False: torch.save runs on the training thread, in one go. None (the default): True
@@ -741,6 +743,7 @@ class Checkpoint:
         self._ready = False  # TRAINING_STARTED done (resumed if asked): interrupts may save
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
         self._saved_iteration: int | None = None  # the global iteration of the newest of them
+        self._last_save_iteration: int | None = None  # of the newest save asked for, known on every rank
         self._writer = _BackgroundWriter(self.dirname)
         self._buffers = _HostBuffers()  # the snapshots' host memory, reused from save to save
         self._lock: int | None = None  # descriptor of the folder's lock, held from TRAINING_STARTED to the run's end
@@ -790,10 +793,14 @@ class Checkpoint:
         self.save(trainer)
 
     @hookimpl
-    def ignite_training_completed(self) -> None:
-        """Wait until the last checkpoint is on disk, then release the folder."""
+    def ignite_training_completed(self, trainer: Trainer) -> None:
+        """On preemption, save the point where the ranks stopped; wait until the last
+        checkpoint is on disk, then release the folder."""
         try:
-            self._writer.close()
+            try:
+                self._save_on_preemption(trainer)
+            finally:
+                self._writer.close()
         finally:
             self._release()
 
@@ -868,6 +875,25 @@ class Checkpoint:
         self._writer.wait()
         logger.info("Interrupted: saved %s (epoch %d, iteration %d)", path, state["current_epoch"], iteration)
 
+    def _save_on_preemption(self, trainer: Trainer) -> None:
+        """After a stop for SIGTERM (``trainer.preempted``, true on every rank at the same
+        point, so the save's gather is safe), save that point unless the newest checkpoint
+        holds it already. Every rank decides alike, on what every rank knows."""
+        if not (self.save_on_interrupt and trainer.preempted and self._ready):
+            return
+        self._writer.wait()
+        if self._last_save_iteration == trainer.current_iteration:
+            if distributed.is_main_process():
+                logger.info(
+                    "Preempted at iteration %d, which the newest checkpoint already holds: nothing to save",
+                    trainer.current_iteration,
+                )
+            return
+        path = self.save(trainer)
+        self._writer.wait()
+        if path is not None:
+            logger.info("Preempted: saved %s (epoch %d, iteration %d)", path, trainer.current_epoch, trainer.current_iteration)
+
     # -- saving -------------------------------------------------------------------------
 
     def wait(self) -> None:
@@ -882,6 +908,7 @@ class Checkpoint:
         RNG streams) is gathered to rank 0, which writes; other ranks return None."""
         state = trainer.state_dict()
         ranks = distributed.all_gather_object(state) if distributed.world_size() > 1 else None
+        self._last_save_iteration = state["current_iteration"]  # on every rank (see _save_on_preemption)
         if not distributed.is_main_process():
             return None
         path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], state["current_iteration"]))
@@ -998,7 +1025,7 @@ class Checkpoint:
             self._written = self._readable(existing[:index]) + [path]
         else:
             self._written = [path]
-        self._saved_iteration = state["trainer"]["current_iteration"]
+        self._saved_iteration = self._last_save_iteration = state["trainer"]["current_iteration"]
 
     def _newest_readable(
         self, existing: list[str], unreadable: dict[str, str], newest_allowed: tuple[int, int] | None

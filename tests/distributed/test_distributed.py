@@ -6,7 +6,9 @@ bounded by a subprocess timeout, so a hang fails the test instead of blocking th
 
 Launches (each costs ~7 s of startup on 2 cores): the main one (most cases), two that crash on
 purpose, two for crash and resume with the checkpoint plugin (when installed), and one with a
-short collective timeout for a case that used to hang.
+short collective timeout for a case that used to hang. The main scenarios (terminate() on one
+rank, early stopping on the reduced score, checkpoint, crash and resume) are launched again as
+two nodes of one process each: two torchrun agents meeting through a c10d rendezvous.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -63,37 +66,88 @@ def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def torchrun(
-    out: Path, *cases: str, env: dict[str, str] | None = None, before_retry: Callable[[], None] | None = None
+    out: Path,
+    *cases: str,
+    env: dict[str, str] | None = None,
+    before_retry: Callable[[], None] | None = None,
+    max_restarts: int = 0,
+    nodes: int = 1,
 ) -> subprocess.CompletedProcess:
     """Run the worker's ``cases`` on 2 ranks; stdout and stderr of the agent and both ranks.
     ``before_retry`` puts back what a launch that is run again must start from (the files a
-    resume reads: the first attempt wrote newer ones)."""
+    resume reads: the first attempt wrote newer ones). ``nodes=2``: as two machines of one
+    process each, two torchrun agents meeting through a c10d rendezvous on 127.0.0.1 (see
+    :func:`torchrun_nodes`)."""
     for attempt in range(3):
         if attempt and before_retry is not None:
             before_retry()
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
-            "--max_restarts=0",
-            f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
-            "--tee=3",  # each rank's output also in a file of its own: see rank_output()
-            str(WORKER),
-            str(out),
-            *cases,
-        ]
-        result = subprocess.run(
-            command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
-        )
+        if nodes == 2:
+            result = torchrun_nodes(out, *cases, env=env, max_restarts=max_restarts)
+        else:
+            # Restarts need a fresh store per attempt: by default torchrun keeps the one the workers
+            # meet in (static rendezvous, or the c10d rendezvous's shared store), and a restarted
+            # rank can read the previous attempt's addresses there, then fail to connect (or
+            # hang). The c10d rendezvous without store sharing makes rank 0 host a new one each time.
+            where = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+            if max_restarts:
+                where = ["--standalone"]
+                env = {**(env or {}), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                *where,
+                f"--max_restarts={max_restarts}",
+                f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
+                "--tee=3",  # each rank's output also in a file of its own: see rank_output()
+                str(WORKER),
+                str(out),
+                *cases,
+            ]
+            result = subprocess.run(
+                command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
+            )
         output = result.stdout + result.stderr
         # The free port may have been taken between the probe and the launch: try another. A
         # rank that gloo aborted at teardown, its work done, says nothing about the test either.
         if "address already in use" not in output.lower() and (result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output):
             return result
     return result
+
+
+def torchrun_nodes(
+    out: Path, *cases: str, env: dict[str, str] | None = None, max_restarts: int = 0
+) -> subprocess.CompletedProcess:
+    """The worker's ``cases`` as 2 nodes of 1 process each: two torchrun agents, as on two
+    machines, that find each other through the c10d rendezvous at 127.0.0.1:PORT (the first
+    agent to bind the port hosts it; no --node-rank: the rendezvous assigns the ranks). Both
+    agents' output, node 0's first; the exit code of the first agent that failed."""
+    port = _free_port()
+    agents = []
+    for node in range(2):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=ignite-test-{port}",
+            f"--max_restarts={max_restarts}", f"--log-dir={out / f'torchrun_node{node}'}", "--tee=3",
+            str(WORKER), str(out), *cases,
+        ]  # fmt: skip
+        agents.append(subprocess.Popen(command, cwd=out, env=_environment(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        for agent in agents:
+            outputs.append(agent.communicate(timeout=max(1.0, deadline - time.monotonic())))
+    finally:
+        for agent in agents:  # a hung agent must not outlive the test
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate()
+    codes = [agent.returncode for agent in agents]
+    returncode = next((code for code in codes if code), 0)
+    stdout = "".join(f"--- node {node}\n{output[0]}" for node, output in enumerate(outputs))
+    stderr = "".join(f"--- node {node}\n{output[1]}" for node, output in enumerate(outputs))
+    return subprocess.CompletedProcess(agents[0].args, returncode, stdout, stderr)
 
 
 def output_of(result: subprocess.CompletedProcess) -> str:
@@ -142,6 +196,30 @@ def main_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = torchrun(out, *MAIN_CASES)
     assert result.returncode == 0, output_of(result)
     return out
+
+
+# The main scenarios again as two machines of one process each (#16 item 3).
+TWO_NODES_CASES = [
+    "terminate_iteration",
+    "terminate_epoch",
+    *(["early_stopping"] if "early_stopping" in INSTALLED else []),
+    "checkpoint_full",
+    "adhoc_resume",
+]
+
+
+@pytest.fixture(scope="module")
+def two_nodes_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("two_nodes")
+    result = torchrun(out, *TWO_NODES_CASES, nodes=2)
+    assert result.returncode == 0, output_of(result)
+    return out
+
+
+@pytest.fixture(params=["one_node", "two_nodes"])
+def scenario_run(request: pytest.FixtureRequest) -> Path:
+    """The launch of the main scenarios: 2 processes on one node, or 2 nodes of 1 process."""
+    return request.getfixturevalue("main_run" if request.param == "one_node" else "two_nodes_run")
 
 
 # -- 1. DDP and the DistributedSampler ------------------------------------------------------
@@ -193,8 +271,8 @@ def test_sampler_epoch_advances_inside_a_batch_sampler(main_run: Path) -> None:
 # -- 3. terminate() on one rank ---------------------------------------------------------------
 
 
-def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(main_run: Path) -> None:
-    results = read(main_run, "terminate_iteration")
+def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_iteration")
     assert results[1]["mid_epoch"]["called_at"] == [{"iteration": 5, "epoch": 1}]
     assert results[0]["mid_epoch"]["called_at"] == []
     for result in results:
@@ -205,8 +283,8 @@ def test_terminate_on_rank_1_at_iteration_k_stops_both_after_iteration_k_plus_1(
     assert results[0]["mid_epoch"]["parameters"] == results[1]["mid_epoch"]["parameters"]
 
 
-def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_vote_is_collected(main_run: Path) -> None:
-    results = read(main_run, "terminate_iteration")
+def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_vote_is_collected(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_iteration")
     assert results[1]["vote_every_2"]["called_at"] == [{"iteration": 3, "epoch": 1}]
     for result in results:
         # Asked for in iteration 3: carried by the vote launched at 4, collected at 6.
@@ -215,16 +293,16 @@ def test_terminate_with_a_vote_every_2_iterations_stops_both_when_the_carrying_v
     assert results[0]["vote_every_2"]["parameters"] == results[1]["vote_every_2"]["parameters"]
 
 
-def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(main_run: Path) -> None:
-    results = read(main_run, "terminate_iteration")
+def test_terminate_at_the_last_iteration_of_an_epoch_stops_both_before_validation(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_iteration")
     for result in results:
         assert result["last_of_epoch"]["iteration"] == BATCHES_PER_EPOCH
         assert result["last_of_epoch"]["validation_runs"] == []
     assert results[0]["last_of_epoch"]["parameters"] == results[1]["last_of_epoch"]["parameters"]
 
 
-def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(main_run: Path) -> None:
-    results = read(main_run, "terminate_epoch")
+def test_terminate_on_rank_0_at_epoch_completed_stops_both_after_that_epoch(scenario_run: Path) -> None:
+    results = read(scenario_run, "terminate_epoch")
     assert results[0]["called_at"] == [{"iteration": 16, "epoch": 2}] and results[1]["called_at"] == []
     for result in results:
         assert (result["epoch"], result["iteration"]) == (2, 2 * BATCHES_PER_EPOCH)
@@ -245,11 +323,11 @@ def test_terminate_in_validation_on_one_rank_stops_both_at_the_end_of_that_valid
 
 
 @pytest.mark.skipif("early_stopping" not in INSTALLED, reason="the ignite-early-stopping plugin is not installed")
-def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(main_run: Path) -> None:
+def test_early_stopping_stops_both_ranks_at_the_same_epoch_on_the_reduced_score(scenario_run: Path) -> None:
     # Validation losses (see the worker): rank 0 improves every epoch (alone: never stops);
     # rank 1 stalls from epoch 1 (alone, patience 2 would stop at epoch 3). Their mean
     # improves up to epoch 3 (13.5) and not after: patience 2 stops both at epoch 5.
-    for result in read(main_run, "early_stopping"):
+    for result in read(scenario_run, "early_stopping"):
         assert result["epoch"] == 5  # of max_epochs=10
         assert result["iteration"] == 5 * BATCHES_PER_EPOCH
         assert (result["best_score"], result["best_epoch"]) == (13.5, 3)
@@ -291,22 +369,25 @@ def test_only_rank_0_writes_tensorboard_files_with_the_cross_rank_means(main_run
 # -- 6. checkpoint and resume ------------------------------------------------------------------
 
 
-def test_resume_from_trainer_state_dict_gives_the_uninterrupted_weights(main_run: Path) -> None:
-    full = load(main_run / "checkpoint_full_rank0.pt")
-    assert_bitwise_equal(full, load(main_run / "checkpoint_full_rank1.pt"))
-    for rank, result in zip(RANKS, read(main_run, "adhoc_resume")):
+def test_resume_from_trainer_state_dict_gives_the_uninterrupted_weights(scenario_run: Path) -> None:
+    full = load(scenario_run / "checkpoint_full_rank0.pt")
+    assert_bitwise_equal(full, load(scenario_run / "checkpoint_full_rank1.pt"))
+    for rank, result in zip(RANKS, read(scenario_run, "adhoc_resume")):
         assert result["stopped_at"] == 11  # rank 1 asked at 10
         assert result["resumed_at"] == 9  # the newest save, mid-epoch 2
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
-        assert_bitwise_equal(full, load(main_run / f"adhoc_resume_rank{rank}.pt"))
+        assert_bitwise_equal(full, load(scenario_run / f"adhoc_resume_rank{rank}.pt"))
 
 
-@pytest.fixture(scope="module")
-def checkpoint_runs(main_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[1, 2], ids=["one_node", "two_nodes"])
+def checkpoint_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the uninterrupted run's folder, the crash and resume's), on one node or on two."""
     if "checkpoint" not in INSTALLED:
         pytest.skip("the ignite-checkpoint plugin is not installed")
+    nodes = request.param
+    reference = request.getfixturevalue("main_run" if nodes == 1 else "two_nodes_run")
     out = tmp_path_factory.mktemp("checkpoint")
-    crashed = torchrun(out, "checkpoint_crash")
+    crashed = torchrun(out, "checkpoint_crash", nodes=nodes)
     assert crashed.returncode != 0, output_of(crashed)
     assert not list(out.glob("checkpoint_crash_rank*.json")), "the run was to die at iteration 11"
     folder, left = out / "checkpoints", out / "checkpoints_left_by_the_crash"
@@ -316,32 +397,35 @@ def checkpoint_runs(main_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
         shutil.rmtree(folder)
         shutil.copytree(left, folder)
 
-    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_crash_left_it)
+    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_crash_left_it, nodes=nodes)
     assert resumed.returncode == 0, output_of(resumed)
-    return out
+    return reference, out
 
 
 def test_checkpoint_plugin_resume_after_a_crash_gives_the_uninterrupted_weights(
-    main_run: Path, checkpoint_runs: Path
+    checkpoint_runs: tuple[Path, Path]
 ) -> None:
-    full = load(main_run / "checkpoint_full_rank0.pt")
-    for rank, result in zip(RANKS, read(checkpoint_runs, "checkpoint_resume")):
+    uninterrupted, out = checkpoint_runs
+    full = load(uninterrupted / "checkpoint_full_rank0.pt")
+    for rank, result in zip(RANKS, read(out, "checkpoint_resume")):
         # Saves at 3, 6, 9; the crash at 11. The plugin writes in the background, one file at a
         # time, so the save of 9 may still be in flight at the crash: then 6 is the newest.
         assert result["resumed_at_iteration"] in ([6], [9])
         assert (result["epoch"], result["iteration"]) == (3, 3 * BATCHES_PER_EPOCH)
-        assert_bitwise_equal(full, load(checkpoint_runs / f"checkpoint_resume_rank{rank}.pt"))
-    written = sorted(path.name for path in (checkpoint_runs / "checkpoints").iterdir() if path.name != ".ignite-checkpoint.lock")
+        assert_bitwise_equal(full, load(out / f"checkpoint_resume_rank{rank}.pt"))
+        assert result["histories"] == read(uninterrupted, "checkpoint_full")[rank]["histories"]
+    written = sorted(path.name for path in (out / "checkpoints").iterdir() if path.name != ".ignite-checkpoint.lock")
     # Rank 0 alone wrote, and finished every file: no temporary file is left, the newest is the end.
     assert written and all(name.startswith("checkpoint_e") and name.endswith(".pt") for name in written), written
     assert written[-1] == f"checkpoint_e0003_i{3 * BATCHES_PER_EPOCH:08d}.pt"
 
 
-def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(main_run: Path, checkpoint_runs: Path) -> None:
+def test_checkpoint_plugin_resume_restores_each_ranks_own_trainer_state(checkpoint_runs: tuple[Path, Path]) -> None:
+    uninterrupted, out = checkpoint_runs
     # Each rank resumes its own Trainer.state_dict(): its histories (the reduced means of the
     # resumed epoch cover every rank's own batches) and its RNG streams (per-rank dropout).
-    full = read(main_run, "checkpoint_full")
-    resumed = read(checkpoint_runs, "checkpoint_resume")
+    full = read(uninterrupted, "checkpoint_full")
+    resumed = read(out, "checkpoint_resume")
     assert full[0]["draws"]["3"] != full[1]["draws"]["3"]  # the ranks draw different numbers
     for rank in RANKS:
         # Resumed mid-epoch (after batch 6 of epoch 1 or batch 1 of epoch 2): from that epoch on,
@@ -532,6 +616,7 @@ def test_worker_cases_are_all_exercised() -> None:
         *("early_stopping", "tensorboard", "checkpoint_crash", "checkpoint_resume"),
         *("crash_update", "crash_epoch", "empty_validation_shard", "uneven_ends", "uneven_vote"),
         *("mismatch_plugin_installed", "mismatch_uncaught", "stuck_update"),
+        *("preempt", "preempt_at_start", "elastic"),  # test_preemption.py
         *MISMATCH_CASES,
     }
     assert cases == launched

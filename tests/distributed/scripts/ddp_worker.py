@@ -39,6 +39,17 @@ this rank saw. The cases:
 ``mismatch_uncaught`` DDP with validation data on rank 1 only; the error ends both ranks.
 ``stuck_update``      rank 1 blocks for ever in its update function at iteration 3 (no DDP):
                       rank 0 waits in the stop vote until the process group's timeout.
+``preempt``           the checkpoint_crash run, waiting in the update of iteration PREEMPT_AT on
+                      the ranks in IGNITE_TEST_WAIT_RANKS (default: all) until a SIGTERM has
+                      arrived (each writes ``OUT/preempt_waiting_rank<RANK>`` with its pid
+                      first); the test then sends one. Records what run() raised, then lets
+                      ignite.Preempted end the process (exit code 143).
+``preempt_at_start``  rank 1 sends itself SIGTERM from a TRAINING_STARTED handler, in a run with
+                      the checkpoint plugin; records what run() raised on each rank.
+``elastic``           the checkpoint_resume run under ``torchrun --max-restarts=1``: in the first
+                      attempt (TORCHELASTIC_RESTART_COUNT=0) one rank, at one iteration, both
+                      drawn from random.Random(IGNITE_TEST_KILL_SEED), kills itself with
+                      SIGKILL; torchrun restarts both ranks, which resume and finish.
 """
 
 from __future__ import annotations
@@ -48,8 +59,11 @@ import gc
 import json
 import logging
 import os
+import random
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,10 +73,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ignite import Trainer, TrainingEvents, distributed, hookimpl, monitor
+from ignite import Preempted, Trainer, TrainingEvents, distributed, hookimpl, monitor
 
 BATCHES_PER_EPOCH = 8  # per rank: 64 samples, 2 ranks, batch size 4
 CRASH_AT = 11  # iteration 3 of epoch 2: the last checkpoint (every 3 iterations) is iteration 9
+PREEMPT_AT = 7  # a SIGTERM in iteration 7 stops the ranks after 8 (vote every iteration): no regular save there
 
 
 class Indexed(Dataset):
@@ -293,11 +308,19 @@ def _checkpoint_run(rank: int, plugins: dict | None) -> tuple[Trainer, Any, Any,
     return trainer, ddp, optimizer, record
 
 
+def histories(trainer: Trainer) -> dict[str, list]:
+    """Every value of both histories, by run (JSON keeps floats exact)."""
+    return {
+        name: [history.run(i) for i in range(history.num_runs)]
+        for name, history in (("training", trainer.training_history), ("validation", trainer.validation_history))
+    }
+
+
 def case_checkpoint_full(rank: int, out: str) -> dict:
     trainer, ddp, _, record = _checkpoint_run(rank, None)
     trainer.run(max_epochs=3)
     save_parameters(ddp.module, os.path.join(out, f"checkpoint_full_rank{rank}.pt"))
-    return {**counters(trainer), **record}
+    return {**counters(trainer), **record, "histories": histories(trainer)}
 
 
 def _checkpoint_options(out: str, resume: bool) -> dict:
@@ -322,7 +345,75 @@ def case_checkpoint_resume(rank: int, out: str) -> dict:
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))
     trainer.run(max_epochs=3)
     save_parameters(ddp.module, os.path.join(out, f"checkpoint_resume_rank{rank}.pt"))
-    return {**counters(trainer), **record, "resumed_at_iteration": started}
+    return {**counters(trainer), **record, "resumed_at_iteration": started, "histories": histories(trainer)}
+
+
+def case_preempt(rank: int, out: str) -> dict:
+    trainer, _, _, _ = _checkpoint_run(rank, _checkpoint_options(out, resume=False))
+    waiting = [int(r) for r in os.environ.get("IGNITE_TEST_WAIT_RANKS", "0,1").split(",")]
+
+    def wait_for_sigterm(trainer: Trainer) -> None:
+        if trainer.current_iteration != PREEMPT_AT or rank not in waiting:
+            return
+        marker = os.path.join(out, f"preempt_waiting_rank{rank}")
+        with open(marker + ".tmp", "w") as file:
+            file.write(str(os.getpid()))
+        os.replace(marker + ".tmp", marker)
+        deadline = time.monotonic() + 60
+        while not trainer._signalled:  # the trainer's record of a SIGTERM, polled with a deadline
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rank {rank}: no SIGTERM within 60 s")
+            time.sleep(0.01)
+
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_STARTED, wait_for_sigterm)
+    try:
+        trainer.run(max_epochs=3)
+    except Preempted as preempted:
+        result = {**counters(trainer), "raised": type(preempted).__name__, "code": preempted.code,
+                  "preempted": trainer.preempted, "signalled": trainer._signalled}  # fmt: skip
+        with open(os.path.join(out, f"preempt_rank{rank}.json"), "w") as file:
+            json.dump(result, file)
+        raise
+    raise AssertionError("unreachable: run() returned after a SIGTERM")
+
+
+def case_preempt_at_start(rank: int, out: str) -> dict:
+    """Rank 1 receives SIGTERM (sent to itself) in a TRAINING_STARTED handler of a run with the
+    checkpoint plugin; what run() raised on each rank is recorded, and the process goes on."""
+    trainer, _, _, _ = _checkpoint_run(rank, {"checkpoint": {"dirname": os.path.join(out, "checkpoints_at_start")}})
+    started: list = []
+    if rank == 1:
+        trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: os.kill(os.getpid(), signal.SIGTERM))
+    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))
+    fired: list = []
+    for event in (TrainingEvents.EPOCH_STARTED, TrainingEvents.TRAINING_COMPLETED):
+        trainer.add_event_handler(event, lambda t, name=event.name: fired.append(name))
+    try:
+        trainer.run(max_epochs=3)
+    except Preempted as preempted:
+        raised = {"raised": type(preempted).__name__, "code": preempted.code}
+    else:
+        raised = {"raised": None, "code": None}
+    return {**counters(trainer), **raised, "started": started, "fired": fired, "preempted": trainer.preempted}
+
+
+def case_elastic(rank: int, out: str) -> dict:
+    trainer, ddp, _, record = _checkpoint_run(rank, _checkpoint_options(out, resume=True))
+    attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
+    draw = random.Random(int(os.environ["IGNITE_TEST_KILL_SEED"]))
+    victim, kill_at = draw.randrange(2), draw.randint(4, 21)  # the same draw on every rank
+
+    def die(trainer: Trainer) -> None:
+        if attempt == 0 and rank == victim and trainer.current_iteration == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-iteration: after the update, before this iteration's save
+
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, die)
+    started: list = []
+    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))
+    trainer.run(max_epochs=3)
+    save_parameters(ddp.module, os.path.join(out, f"elastic_rank{rank}.pt"))
+    return {**counters(trainer), **record, "attempt": attempt, "victim": victim, "kill_at": kill_at,
+            "resumed_at_iteration": started, "histories": histories(trainer)}  # fmt: skip
 
 
 def case_adhoc_resume(rank: int, out: str) -> dict:
