@@ -37,6 +37,10 @@ class TrainingEvents(enum.Enum):
       training epoch, validation run or epoch starts after it; the scopes already open close
       with their COMPLETED events, down to TRAINING_COMPLETED. Called from a
       TRAINING_ITERATION_* handler it skips that epoch's validation.
+    * A SIGTERM received while ``run()`` runs (preemption) stops the run as ``terminate()``
+      does, at an iteration all ranks agree on, with ``trainer.preempted`` true from then on;
+      after TRAINING_COMPLETED, ``run()`` raises :class:`ignite.Preempted` (exit code 143).
+      EXCEPTION_RAISED does not fire for it.
     * On an exception (``KeyboardInterrupt`` included) raised by an update function, a
       handler or a plugin hook, no further regular event fires: EXCEPTION_RAISED fires once
       with the exception, which then propagates unchanged. An exception raised by an
