@@ -197,7 +197,7 @@ def test_run_outside_the_main_thread_installs_no_handler(recorded_sigterm):
     def run() -> None:
         try:
             trainer.run(1)
-        except BaseException as error:  # noqa: BLE001 - handed to the test thread, asserted below
+        except BaseException as error:
             errors.append(error)
 
     thread = threading.Thread(target=run)

@@ -14,15 +14,16 @@ two nodes of one process each: two torchrun agents meeting through a c10d rendez
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
