@@ -140,10 +140,14 @@ def _real_samples(data: Any) -> int | None:
 class _Run:
     """The metrics of one kind of run (validation, or training epochs), accumulated on the device."""
 
-    def __init__(self, metrics: dict[str, torchmetrics.Metric], prefix: str, transform: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, metrics: dict[str, torchmetrics.Metric], prefix: str, transform: Callable[[Any], Any], every: int = 1
+    ) -> None:
         self.metrics = metrics
         self.prefix = prefix
         self.transform = transform
+        self.every = every
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.device: torch.device | None = None
         self.seen = 0
         self.batches = 0
@@ -153,6 +157,7 @@ class _Run:
         for metric in self.metrics.values():
             metric.reset()
         self.seen = self.batches = 0
+        self.pending.clear()
         self.limit = _real_samples(data)
 
     def update(self, output: Any) -> None:
@@ -169,10 +174,31 @@ class _Run:
                 if keep == 0:
                     return
         device = preds.device
-        if device != self.device:  # once per run: metrics live where the outputs are
+        if device != self.device:  # once: the metrics live where the outputs are
             for metric in self.metrics.values():
                 metric.to(device)
             self.device = device
+        if self.every == 1:
+            for metric in self.metrics.values():
+                metric.update(preds, target)
+            return
+        self.pending.append((preds, target))
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Update the metrics with the batches kept (every_iterations > 1), concatenated."""
+        if not self.pending:
+            return
+        try:
+            preds = torch.cat([preds for preds, _ in self.pending])
+            target = torch.cat([target for _, target in self.pending])
+        except (TypeError, RuntimeError) as error:
+            raise TypeError(
+                f"metrics option every_iterations={self.every} concatenates the batches' preds and targets, which "
+                f"failed: {error}. Use every_iterations=1 for outputs of varying shapes or that are not tensors"
+            ) from None
+        self.pending.clear()
         for metric in self.metrics.values():
             metric.update(preds, target)
 
@@ -181,6 +207,7 @@ class _Run:
         None after a run without batches (cut before its first; the same on every rank)."""
         if not self.batches:
             return None
+        self.flush()
         results: dict[str, Any] = {}
         for name, metric in self.metrics.items():
             value = metric.compute()
@@ -219,6 +246,12 @@ class Metrics:
             output; by default the output is a tuple ``(preds, target)`` or a dict with the
             keys ``preds`` and ``target``.
         training: also compute the metrics (their copies) over each training epoch.
+        every_iterations: update the metrics once every this many batches, with their preds
+            and targets concatenated (and at the run's end with the rest): torchmetrics' fixed
+            cost per update is paid once per n batches. For metrics whose result does not
+            depend on how the samples are split into updates (accuracy, F1, MSE, ...) and
+            tensors of equal trailing shapes; the batches stay referenced until then (the
+            histories keep them anyway).
     """
 
     #: Among plugins (ignite.hookspecs): computes what controllers and loggers read.
@@ -229,6 +262,7 @@ class Metrics:
         metrics: Optional[Mapping[str, Any]] = None,
         output_transform: Optional[Callable[[Any], Any]] = None,
         training: bool = False,
+        every_iterations: int = 1,
     ) -> None:
         if metrics is not None and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics option metrics must be a dict of name -> metric; got {type(metrics).__name__}. Example: {_EXAMPLE}")
@@ -239,14 +273,18 @@ class Metrics:
             )
         if not isinstance(training, bool):
             raise TypeError(f"metrics option training must be True or False; got {training!r}")
+        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int) or every_iterations < 1:
+            raise ValueError(f"metrics option every_iterations must be an integer >= 1; got {every_iterations!r}")
         if not metrics:
             raise PluginInactive(f"no metrics given; activate it with Trainer(..., {_EXAMPLE})")
         built = {_check_name(name): _build(name, spec) for name, spec in metrics.items()}
         transform = output_transform or default_output_transform
         self.output_transform = output_transform
         self.training = training
-        self._validation = _Run(built, "", transform)
-        self._training = _Run({name: metric.clone() for name, metric in built.items()}, TRAINING_PREFIX, transform) if training else None
+        self.every_iterations = every_iterations
+        self._validation = _Run(built, "", transform, every_iterations)
+        clones = {name: metric.clone() for name, metric in built.items()}
+        self._training = _Run(clones, TRAINING_PREFIX, transform, every_iterations) if training else None
         #: One dict per epoch: ``{"epoch": n, name: value, ...}``, oldest first.
         self.history: list[dict[str, float]] = []
         self._warned_no_data = False

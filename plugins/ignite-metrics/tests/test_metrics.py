@@ -212,3 +212,21 @@ def test_two_ranks_equal_one_process_with_padding(ignite_ranks: IgniteRanks, tmp
     assert len(validation_seen) == 2 * 14 and sorted(set(validation_seen)) == list(range(13))
     training_seen = ranks[0]["seen"]["training"] + ranks[1]["seen"]["training"]
     assert len(training_seen) == 2 * 12 and sorted(set(training_seen)) == list(range(11))
+
+
+def test_every_iterations_updates_with_concatenated_batches_and_the_same_result() -> None:
+    trainer, data, model = make_trainer(every_iterations=3)  # 4 batches: one update of 3, one of the rest
+    calls = []
+    metric = trainer.plugins["metrics"]._validation.metrics["accuracy"]
+    original = metric.update
+    metric.update = lambda preds, target: (calls.append(len(target)), original(preds, target))[1]
+    trainer.run(1)
+    assert calls == [12, 1]
+    assert trainer.metrics == pytest.approx(expected(model, data))
+    with pytest.raises(ValueError, match="every_iterations must be an integer >= 1"):
+        Metrics(metrics=metric_options(), every_iterations=0)
+    ragged, _, _ = make_trainer(
+        "custom", every_iterations=2, output_transform=lambda output: (output["logits"], [1])
+    )
+    with pytest.raises(TypeError, match="every_iterations=2 concatenates"):
+        ragged.run(1)
