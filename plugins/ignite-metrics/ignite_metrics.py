@@ -11,8 +11,8 @@ import importlib
 import inspect
 import logging
 import numbers
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torchmetrics
@@ -24,7 +24,7 @@ from ignite.history import scalars_of
 if TYPE_CHECKING:
     from ignite import Trainer
 
-__all__ = ["Metrics", "TRAINING_PREFIX"]
+__all__ = ["TRAINING_PREFIX", "Metrics"]
 
 logger = logging.getLogger("ignite.metrics")
 
@@ -273,7 +273,9 @@ class Metrics:
             )
         if not isinstance(training, bool):
             raise TypeError(f"metrics option training must be True or False; got {training!r}")
-        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int) or every_iterations < 1:
+        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int):
+            raise TypeError(f"metrics option every_iterations must be an integer >= 1; got {every_iterations!r}")
+        if every_iterations < 1:
             raise ValueError(f"metrics option every_iterations must be an integer >= 1; got {every_iterations!r}")
         if not metrics:
             raise PluginInactive(f"no metrics given; activate it with Trainer(..., {_EXAMPLE})")

@@ -14,13 +14,13 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ignite import Trainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from metrics_data import classifier, dataset, metric_options  # noqa: E402
+from metrics_data import classifier, dataset, metric_options
 
 
 def main() -> None:

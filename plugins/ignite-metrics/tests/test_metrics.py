@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from ignite_metrics import Metrics
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.wrappers import ClasswiseWrapper
 
 from ignite import PluginError, PluginInactive, Trainer
-from ignite._plugins import PHASES
 from ignite.pytest_plugin import IgniteRanks
-from ignite_metrics import Metrics
 
 pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
@@ -87,7 +86,7 @@ def test_validation_metrics_equal_torchmetrics_on_the_whole_set(output: str) -> 
     plugin = trainer.plugins["metrics"]
     assert plugin.history == [{"epoch": 1, **want}, {"epoch": 2, **want}]
     assert all(type(value) is float for value in trainer.metrics.values())
-    assert plugin.ignite_phase == "observe" == PHASES[0]
+    assert plugin.ignite_phase == "observe"  # the first phase: before controllers and loggers
 
 
 def test_metric_instances_and_output_transform() -> None:
@@ -126,7 +125,7 @@ def test_a_metric_with_several_numbers_is_refused_unless_classwise() -> None:
     trainer, _, _ = make_trainer(metrics={"per_class": MulticlassAccuracy(num_classes=3, average=None)})
     with pytest.raises(ValueError, match=r"metric 'per_class' computed \(3,\), not one number.*ClasswiseWrapper"):
         trainer.run(1)
-    trainer, data, model = make_trainer(
+    trainer, _, _ = make_trainer(
         metrics={"acc": ClasswiseWrapper(MulticlassAccuracy(num_classes=3, average=None), labels=["a", "b", "c"])}
     )
     trainer.run(1)
@@ -162,7 +161,7 @@ def test_no_validation_data_warns_once_with_the_fix(caplog: pytest.LogCaptureFix
 
 
 def test_history_and_metrics_survive_a_checkpoint() -> None:
-    trainer, data, model = make_trainer()
+    trainer, _, _ = make_trainer()
     trainer.run(2)
     state = trainer.state_dict()
     resumed, _, _ = make_trainer()
