@@ -240,7 +240,8 @@ class Metrics:
 
     Args:
         metrics: name -> a ``torchmetrics.Metric``, or a dict ``{"name": "MulticlassAccuracy",
-            **arguments}`` naming a class of torchmetrics' top level. ``None`` (the default)
+            **arguments}`` naming a public class of torchmetrics or of its domain packages
+            (classification, regression, ...). ``None`` (the default)
             leaves the plugin inactive.
         output_transform: ``callable(output) -> (preds, target)`` applied to each update
             output; by default the output is a tuple ``(preds, target)`` or a dict with the
@@ -265,7 +266,10 @@ class Metrics:
         every_iterations: int = 1,
     ) -> None:
         if metrics is not None and not isinstance(metrics, Mapping):
-            raise TypeError(f"metrics option metrics must be a dict of name -> metric; got {type(metrics).__name__}. Example: {_EXAMPLE}")
+            raise TypeError(
+                f"metrics option metrics must be a dict of name -> metric; got {type(metrics).__name__}. "
+                f"Example: {_EXAMPLE}"
+            )
         if output_transform is not None and not callable(output_transform):
             raise TypeError(
                 "metrics option output_transform must be a callable(output) -> (preds, target); "
