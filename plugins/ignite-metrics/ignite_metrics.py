@@ -24,7 +24,7 @@ from ignite.history import scalars_of
 if TYPE_CHECKING:
     from ignite import Trainer
 
-__all__ = ["TRAINING_PREFIX", "Metrics"]
+__all__ = ["TRAINING_PREFIX", "Metrics", "default_output_transform"]
 
 logger = logging.getLogger("ignite.metrics")
 
@@ -77,12 +77,15 @@ def _build(name: str, spec: Any) -> torchmetrics.Metric:
         raise ValueError(
             f"metrics option metrics[{name!r}] names {class_name!r}, which is not a metric class of torchmetrics "
             f"{torchmetrics.__version__}.{hint} Give a class of torchmetrics' top level "
-            f"or of torchmetrics.{{{', '.join(p for p in _PACKAGES if p)}}}, or pass a Metric instance instead of a dict"
+            f"or of torchmetrics.{{{', '.join(p for p in _PACKAGES if p)}}}, "
+            "or pass a Metric instance instead of a dict"
         )
     try:
         return cls(**options)
     except (TypeError, ValueError) as error:
-        raise type(error)(f"metrics option metrics[{name!r}]: torchmetrics.{class_name}(**{options!r}) failed: {error}") from None
+        raise type(error)(
+            f"metrics option metrics[{name!r}]: torchmetrics.{class_name}(**{options!r}) failed: {error}"
+        ) from None
 
 
 def _check_name(name: Any) -> str:
@@ -313,7 +316,10 @@ class Metrics:
         """Restore :meth:`state_dict`'s history."""
         if not isinstance(state, Mapping) or not isinstance(state.get("history"), list):
             raise ValueError("metrics state must be a dict from Metrics.state_dict() (key history, a list)")
-        self.history = [{str(key): float(value) if key != "epoch" else int(value) for key, value in entry.items()} for entry in state["history"]]
+        self.history = [
+            {str(key): float(value) if key != "epoch" else int(value) for key, value in entry.items()}
+            for entry in state["history"]
+        ]
 
     # -- the hooks -----------------------------------------------------------------------
 

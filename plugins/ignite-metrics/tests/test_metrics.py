@@ -57,7 +57,11 @@ def make_trainer(output: str = "tuple", **options: Any) -> tuple[Trainer, Any, t
         with torch.no_grad():
             logits = model(inputs)
         if output == "dict":
-            return {"loss": torch.nn.functional.cross_entropy(logits, targets).item(), "preds": logits, "target": targets}
+            return {
+                "loss": torch.nn.functional.cross_entropy(logits, targets).item(),
+                "preds": logits,
+                "target": targets,
+            }
         if output == "custom":
             return {"logits": logits, "labels": targets}
         if output == "float":
@@ -109,7 +113,9 @@ def test_output_without_preds_and_target_names_its_type_and_the_fix() -> None:
 
 
 def test_unknown_metric_name_is_refused_with_suggestions() -> None:
-    with pytest.raises(PluginError, match=r"metrics\['acc'\] names 'MultiClassAccuracy'.*Did you mean 'MulticlassAccuracy'"):
+    with pytest.raises(
+        PluginError, match=r"metrics\['acc'\] names 'MultiClassAccuracy'.*Did you mean 'MulticlassAccuracy'"
+    ):
         Trainer([1], lambda b: 0.0, plugins={"metrics": {"metrics": {"acc": {"name": "MultiClassAccuracy"}}}})
     with pytest.raises(PluginError, match=r"metrics\['acc'\] needs 'name'"):
         Trainer([1], lambda b: 0.0, plugins={"metrics": {"metrics": {"acc": {"num_classes": 3}}}})
@@ -129,7 +135,11 @@ def test_a_metric_with_several_numbers_is_refused_unless_classwise() -> None:
         metrics={"acc": ClasswiseWrapper(MulticlassAccuracy(num_classes=3, average=None), labels=["a", "b", "c"])}
     )
     trainer.run(1)
-    assert sorted(trainer.metrics) == ["acc/multiclassaccuracy_a", "acc/multiclassaccuracy_b", "acc/multiclassaccuracy_c"]
+    assert sorted(trainer.metrics) == [
+        "acc/multiclassaccuracy_a",
+        "acc/multiclassaccuracy_b",
+        "acc/multiclassaccuracy_c",
+    ]
 
 
 def test_training_epochs_when_asked() -> None:
@@ -224,8 +234,6 @@ def test_every_iterations_updates_with_concatenated_batches_and_the_same_result(
     assert trainer.metrics == pytest.approx(expected(model, data))
     with pytest.raises(ValueError, match="every_iterations must be an integer >= 1"):
         Metrics(metrics=metric_options(), every_iterations=0)
-    ragged, _, _ = make_trainer(
-        "custom", every_iterations=2, output_transform=lambda output: (output["logits"], [1])
-    )
+    ragged, _, _ = make_trainer("custom", every_iterations=2, output_transform=lambda output: (output["logits"], [1]))
     with pytest.raises(TypeError, match="every_iterations=2 concatenates"):
         ragged.run(1)

@@ -28,7 +28,9 @@ def test_training_metrics_on_the_device_without_a_sync_in_the_iterations(every_i
         with torch.no_grad():
             return model(batch[0]), batch[1]  # the model does not change: the expected value is fixed
 
-    plugins = {"metrics": {"metrics": {"mse": MeanSquaredError()}, "training": True, "every_iterations": every_iterations}}
+    plugins = {
+        "metrics": {"metrics": {"mse": MeanSquaredError()}, "training": True, "every_iterations": every_iterations}
+    }
     trainer = Trainer(data, update, plugins=plugins)
     run_without_host_syncs(trainer, 2)
     metric = trainer.plugins["metrics"]._training.metrics["mse"]
