@@ -133,7 +133,7 @@ class EarlyStopping:
         self.mode = mode
         self.score_function = score_function
         self.min_epochs = min_epochs
-        self.metric = metric
+        self.metric: Optional[str] = metric
         self._best_score: float | None = None
         self._best_epoch: int | None = None
         self._counter = 0

@@ -227,7 +227,7 @@ class LRReduction:
         self.min_lr = min_lr
         self.mode = mode
         self.score_function = score_function
-        self.metric = metric
+        self.metric: Optional[str] = metric
         self.scheduler_step = scheduler_step
         #: (label, ReduceLROnPlateau) for each given optimizer, label as in the log lines.
         self._plateaus: list[tuple[str, ReduceLROnPlateau]] = [
