@@ -3,11 +3,12 @@
     python examples/digits.py                 # 98.6% in 17 epochs: stops early when validation loss stalls
     python examples/digits.py --resume        # continue from the latest checkpoint in checkpoints/
     python examples/digits.py --epochs 40 --resume
-    tensorboard --logdir runs                 # the curves (training loss, validation loss/correct, lr)
+    tensorboard --logdir runs                 # the curves (training loss, validation loss, lr)
 
 The data (1,797 images) ships inside scikit-learn: nothing is downloaded. The standard plugins
 are used when they are installed (``make install`` installs them all) and skipped otherwise:
 
+* metrics        the validation accuracy, computed by torchmetrics (trainer.metrics["accuracy"])
 * progress       a tqdm bar per epoch
 * tensorboard    event files under ``--log-dir`` (default ``runs/``)
 * visdom         live plots when a Visdom server is reachable (``make visdom`` starts one);
@@ -117,19 +118,23 @@ def make_model() -> nn.Module:
 # -- what the validation run tells -------------------------------------------------------
 
 
-def validation_results(trainer: Trainer, run: int = -1) -> tuple[float, float]:
-    """(loss, accuracy) of one validation run, from the outputs the validation update
-    function returned for each batch (weighted by batch size, so uneven batches are exact)."""
+def validation_loss(trainer: Trainer, run: int = -1) -> float:
+    """The loss of one validation run, from the outputs the validation update function
+    returned for each batch (weighted by batch size, so uneven batches are exact): the score
+    early stopping and LR reduction watch (lower is better)."""
     outputs = trainer.validation_history.run(run)
-    count = sum(output["count"] for output in outputs)
-    loss = sum(output["loss"] * output["count"] for output in outputs) / count
-    accuracy = sum(output["correct"] for output in outputs) / count
-    return loss, accuracy
+    return sum(output["loss"] * output["count"] for output in outputs) / sum(output["count"] for output in outputs)
 
 
-def validation_loss(trainer: Trainer) -> float:
-    """The score early stopping and LR reduction watch (lower is better)."""
-    return validation_results(trainer)[0]
+def accuracies(trainer: Trainer) -> dict[int, float]:
+    """The validation accuracy of each epoch, as the metrics plugin computed it (restored from
+    the checkpoint on --resume); empty when ignite-metrics is not installed."""
+    metrics = trainer.plugins.get("metrics")
+    return {} if metrics is None else {int(entry["epoch"]): entry["accuracy"] for entry in metrics.history}
+
+
+def percent(value: float | None) -> str:
+    return "n/a (pip install -e plugins/ignite-metrics)" if value is None else f"{100 * value:.2f}%"
 
 
 # -- plugins -----------------------------------------------------------------------------
@@ -162,6 +167,8 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
     """Options for the standard plugins that are installed, merged with --plugins-json."""
     run_name = time.strftime("digits-%Y%m%d-%H%M%S")
     wanted: dict[str, Any] = {
+        # Accuracy as the fraction of correct predictions over the whole validation set.
+        "metrics": {"metrics": {"accuracy": {"name": "MulticlassAccuracy", "num_classes": 10, "average": "micro"}}},
         "progress": {"leave": False},  # the epoch's log lines stay; its bar goes when it ends
         "tensorboard": {"log_dir": os.path.join(args.log_dir, run_name), "log_every": 10, "optimizer": optimizer},
         "visdom": {"env": "digits", "log_every": 10, "optimizer": optimizer},
@@ -221,16 +228,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         optimizer.step()
         return loss.item()
 
-    def validation_update_function(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    def validation_update_function(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
         model.eval()
         inputs, targets = batch
         with torch.no_grad():
             logits = model(inputs)
-        return {
-            "loss": F.cross_entropy(logits, targets).item(),
-            "correct": (logits.argmax(dim=1) == targets).sum().item(),
-            "count": len(targets),
-        }
+        # preds and target feed the metrics plugin (the default it reads); loss and count the score.
+        return {"loss": F.cross_entropy(logits, targets).item(), "count": len(targets), "preds": logits, "target": targets}
 
     trainer = Trainer(
         train_loader,
@@ -251,10 +255,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             logger.info("Resuming after epoch %d (iteration %d)", trainer.current_epoch, trainer.current_iteration)
 
     def log_accuracy(trainer: Trainer) -> None:
-        loss, accuracy = validation_results(trainer)
+        shown = percent(trainer.metrics.get("accuracy"))
         lr = optimizer.param_groups[0]["lr"]
         logger.info(
-            "Epoch %d: validation loss %.4f, accuracy %.2f%%, lr %.2g", trainer.current_epoch, loss, 100 * accuracy, lr
+            "Epoch %d: validation loss %.4f, accuracy %s, lr %.2g", trainer.current_epoch, validation_loss(trainer), shown, lr
         )
 
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, note_start)
@@ -265,24 +269,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds = time.perf_counter() - start
 
     # Every epoch's results, from the validation history (restored from the checkpoint on --resume).
-    per_epoch = [validation_results(trainer, run) for run in range(trainer.validation_history.num_runs)]
-    if not per_epoch:
+    losses = [validation_loss(trainer, run) for run in range(trainer.validation_history.num_runs)]
+    per_epoch_accuracy = accuracies(trainer)
+    if not losses:
         print(f"Nothing to do: the checkpoint is already at epoch {trainer.current_epoch} (--epochs {args.epochs}).")
         return {}
-    best = min(range(len(per_epoch)), key=lambda index: per_epoch[index][0])
+    best = min(range(len(losses)), key=lambda index: losses[index])
     summary = {
-        "accuracy": per_epoch[-1][1],
-        "validation_loss": per_epoch[-1][0],
+        "accuracy": per_epoch_accuracy.get(len(losses)),
+        "validation_loss": losses[-1],
         "best_epoch": best + 1,
-        "best_validation_loss": per_epoch[best][0],
-        "best_epoch_accuracy": per_epoch[best][1],
+        "best_validation_loss": losses[best],
+        "best_epoch_accuracy": per_epoch_accuracy.get(best + 1),
         "epochs": trainer.current_epoch,
         "first_epoch": started.get("epoch", 0) + 1,
         "iterations": trainer.current_iteration,
         "stopped_early": trainer.current_epoch < args.epochs,
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": round(seconds, 2),
-        "accuracy_per_epoch": [accuracy for _, accuracy in per_epoch],
+        "accuracy_per_epoch": [per_epoch_accuracy.get(epoch) for epoch in range(1, len(losses) + 1)],
         "plugins": sorted(trainer.plugins),
     }
     stop = (
@@ -290,10 +295,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if summary["stopped_early"]
         else f"{trainer.current_epoch} epochs"
     )
-    print(f"Final validation accuracy: {100 * summary['accuracy']:.2f}% ({stop}, {seconds:.1f} s of training)")
+    print(f"Final validation accuracy: {percent(summary['accuracy'])} ({stop}, {seconds:.1f} s of training)")
     print(
         f"Best validation loss {summary['best_validation_loss']:.4f} at epoch {summary['best_epoch']} "
-        f"(accuracy {100 * summary['best_epoch_accuracy']:.2f}%)"
+        f"(accuracy {percent(summary['best_epoch_accuracy'])})"
     )
     if "tensorboard" in trainer.plugins:
         print(f"TensorBoard: tensorboard --logdir {args.log_dir}")

@@ -36,6 +36,25 @@ def _format(score: float | None) -> str:
     return "none" if score is None else f"{score:.6g}"
 
 
+def _metric_score(plugin: str, metric: str) -> Callable[[Trainer], float]:
+    """The score_function of option ``metric``: ``trainer.metrics[metric]``, which a metric
+    plugin (ignite-metrics) sets before EPOCH_COMPLETED; missing, a ValueError names the fix."""
+
+    def score(trainer: Trainer) -> float:
+        value = trainer.metrics.get(metric)
+        if value is None:
+            held = ", ".join(map(repr, sorted(trainer.metrics))) or "nothing"
+            raise ValueError(
+                f"{plugin} option metric={metric!r}: trainer.metrics has no {metric!r} at the end of epoch "
+                f"{trainer.current_epoch}; it holds {held}. Name one of those, or have a metric plugin compute it, "
+                f"e.g. plugins={{'metrics': {{'metrics': {{{metric!r}: {{'name': 'MulticlassAccuracy', "
+                f"'num_classes': 10}}}}}}, '{plugin}': {{..., 'metric': {metric!r}, 'mode': 'max'}}}}"
+            )
+        return value
+
+    return score
+
+
 class EarlyStopping:
     """Stop the run (``trainer.terminate()``) when the monitored score has not improved for
     ``patience`` epochs in a row.
@@ -59,6 +78,10 @@ class EarlyStopping:
             every rank as soon as one rank decides to stop.
         min_epochs: never stop before this many epochs have completed (epochs without
             improvement are still counted before it).
+        metric: monitor ``trainer.metrics[metric]`` (e.g. ``"accuracy"``, computed by the
+            ignite-metrics plugin; give ``mode="max"`` for a score where higher is better)
+            instead of the default score. Missing at an epoch's end, it raises a ValueError
+            naming the metrics there. Not together with ``score_function``.
 
     A score of NaN counts as no improvement. When there is no score (outputs without a plain
     number, e.g. tuples or dicts) the plugin warns once, naming the fix (``score_function``),
@@ -77,6 +100,7 @@ class EarlyStopping:
         mode: str = "min",
         score_function: Optional[Callable[[Trainer], Any]] = None,
         min_epochs: int = 0,
+        metric: Optional[str] = None,
     ) -> None:
         if patience is not None:
             patience = _check_int("patience", patience, 1)
@@ -92,6 +116,13 @@ class EarlyStopping:
                 f"got {type(score_function).__name__}"
             )
         min_epochs = _check_int("min_epochs", min_epochs, 0)
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            raise TypeError(f"early_stopping option metric must be the name of a value in trainer.metrics, e.g. 'accuracy'; got {metric!r}")
+        if metric is not None and score_function is not None:
+            raise ValueError(
+                f"early_stopping options metric and score_function both say what to monitor: give one of them "
+                f"(metric={metric!r} reads trainer.metrics[{metric!r}])"
+            )
         if patience is None:
             raise PluginInactive(
                 "no patience given; activate it with "
@@ -102,11 +133,13 @@ class EarlyStopping:
         self.mode = mode
         self.score_function = score_function
         self.min_epochs = min_epochs
+        self.metric: Optional[str] = metric
         self._best_score: float | None = None
         self._best_epoch: int | None = None
         self._counter = 0
         self._score = monitor.EpochScore(
-            "early_stopping", score_function, f"'patience': {patience}, ", "It makes no decision"
+            "early_stopping",
+            _metric_score("early_stopping", metric) if metric is not None else score_function, f"'patience': {patience}, ", "It makes no decision"
         )
 
     # -- read-only state ---------------------------------------------------------------------
@@ -200,6 +233,6 @@ class EarlyStopping:
     def __repr__(self) -> str:
         return (
             f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, mode={self.mode!r}, "
-            f"min_epochs={self.min_epochs}, best_score={self._best_score}, best_epoch={self._best_epoch}, "
+            f"min_epochs={self.min_epochs}, metric={self.metric!r}, best_score={self._best_score}, best_epoch={self._best_epoch}, "
             f"counter={self._counter})"
         )

@@ -95,6 +95,25 @@ def _schedulers(scheduler: Any) -> list[LRScheduler]:
     return found
 
 
+def _metric_score(plugin: str, metric: str) -> Callable[[Trainer], float]:
+    """The score_function of option ``metric``: ``trainer.metrics[metric]``, which a metric
+    plugin (ignite-metrics) sets before EPOCH_COMPLETED; missing, a ValueError names the fix."""
+
+    def score(trainer: Trainer) -> float:
+        value = trainer.metrics.get(metric)
+        if value is None:
+            held = ", ".join(map(repr, sorted(trainer.metrics))) or "nothing"
+            raise ValueError(
+                f"{plugin} option metric={metric!r}: trainer.metrics has no {metric!r} at the end of epoch "
+                f"{trainer.current_epoch}; it holds {held}. Name one of those, or have a metric plugin compute it, "
+                f"e.g. plugins={{'metrics': {{'metrics': {{{metric!r}: {{'name': 'MulticlassAccuracy', "
+                f"'num_classes': 10}}}}}}, '{plugin}': {{..., 'metric': {metric!r}, 'mode': 'max'}}}}"
+            )
+        return value
+
+    return score
+
+
 class LRReduction:
     """Multiply the learning rate of ``optimizer`` by ``factor`` when the monitored score has
     not improved for more than ``patience`` epochs, with one
@@ -132,6 +151,10 @@ class LRReduction:
             score at EPOCH_COMPLETED; the others with ``step()``.
         scheduler_step: when the other schedulers step: ``"epoch"`` (EPOCH_COMPLETED) or
             ``"iteration"`` (after every training iteration).
+        metric: monitor ``trainer.metrics[metric]`` (e.g. ``"accuracy"``, computed by the
+            ignite-metrics plugin; give ``mode="max"`` for a score where higher is better)
+            instead of the default score. Missing at an epoch's end, it raises a ValueError
+            naming the metrics there. Not together with ``score_function``.
 
     Each reduction is logged at INFO on ``ignite.lr_reduction`` (rank 0), e.g. ``epoch 5:
     learning rate of optimizer 0 group 0 reduced 0.1 -> 0.01``.
@@ -153,6 +176,7 @@ class LRReduction:
         score_function: Optional[Callable[[Trainer], Any]] = None,
         scheduler: Optional[Schedulers] = None,
         scheduler_step: str = "epoch",
+        metric: Optional[str] = None,
     ) -> None:
         optimizers = _named_optimizers(optimizer)
         if not _is_number(factor):
@@ -173,6 +197,13 @@ class LRReduction:
         if score_function is not None and not callable(score_function):
             raise TypeError(
                 _option_error("score_function", "a callable(trainer) -> float", type(score_function).__name__)
+            )
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            raise TypeError(f"lr_reduction option metric must be the name of a value in trainer.metrics, e.g. 'accuracy'; got {metric!r}")
+        if metric is not None and score_function is not None:
+            raise ValueError(
+                f"lr_reduction options metric and score_function both say what to monitor: give one of them "
+                f"(metric={metric!r} reads trainer.metrics[{metric!r}])"
             )
         schedulers = _schedulers(scheduler)
         if scheduler_step not in _STEPS:
@@ -196,6 +227,7 @@ class LRReduction:
         self.min_lr = min_lr
         self.mode = mode
         self.score_function = score_function
+        self.metric: Optional[str] = metric
         self.scheduler_step = scheduler_step
         #: (label, ReduceLROnPlateau) for each given optimizer, label as in the log lines.
         self._plateaus: list[tuple[str, ReduceLROnPlateau]] = [
@@ -223,7 +255,8 @@ class LRReduction:
         ]
         self._stepped = tuple(s.step for s in schedulers if not isinstance(s, ReduceLROnPlateau))
         self._score = monitor.EpochScore(
-            "lr_reduction", score_function, "'optimizer': optimizer, ", "It leaves the learning rate alone"
+            "lr_reduction",
+            _metric_score("lr_reduction", metric) if metric is not None else score_function, "'optimizer': optimizer, ", "It leaves the learning rate alone"
         )
 
     @staticmethod
@@ -336,6 +369,6 @@ class LRReduction:
         return (
             f"LRReduction(optimizers={len(self._plateaus)}, factor={self.factor}, patience={self.patience}, "
             f"threshold={self.threshold}, threshold_mode={self.threshold_mode!r}, cooldown={self.cooldown}, "
-            f"min_lr={self.min_lr}, mode={self.mode!r}, schedulers={len(self._schedulers)}, "
+            f"min_lr={self.min_lr}, mode={self.mode!r}, metric={self.metric!r}, schedulers={len(self._schedulers)}, "
             f"scheduler_step={self.scheduler_step!r})"
         )
