@@ -13,7 +13,7 @@ from .history import History
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["EpochScore", "default_score", "epoch_means", "learning_rates", "tag"]
+__all__ = ["EpochScore", "default_score", "epoch_means", "learning_rates", "metric_score", "tag"]
 
 
 def tag(prefix: str, key: str) -> str:
@@ -70,6 +70,40 @@ def learning_rates(optimizers: Any) -> dict[str, float]:
             parts = ["lr", name, str(index) if len(groups) > 1 else ""]
             rates["/".join(part for part in parts if part)] = float(group["lr"])
     return rates
+
+
+def metric_score(
+    plugin: str, metric: Any, score_function: Callable[[Trainer], Any] | None
+) -> Callable[[Trainer], Any] | None:
+    """The score function of a controller's options ``metric`` and ``score_function``:
+    ``trainer.metrics[metric]`` (set by a metric plugin, e.g. ignite-metrics, before
+    EPOCH_COMPLETED; missing at an epoch's end, a ValueError names what is there and the fix),
+    else ``score_function``. Both given, or a metric that is no name: a clear error."""
+    if metric is None:
+        return score_function
+    if not isinstance(metric, str) or not metric:
+        raise TypeError(
+            f"{plugin} option metric must be the name of a value in trainer.metrics, e.g. 'accuracy'; got {metric!r}"
+        )
+    if score_function is not None:
+        raise ValueError(
+            f"{plugin} options metric and score_function both say what to monitor: give one of them "
+            f"(metric={metric!r} reads trainer.metrics[{metric!r}])"
+        )
+
+    def score(trainer: Trainer) -> float:
+        value = trainer.metrics.get(metric)
+        if value is None:
+            held = ", ".join(map(repr, sorted(trainer.metrics))) or "nothing"
+            raise ValueError(
+                f"{plugin} option metric={metric!r}: trainer.metrics has no {metric!r} at the end of epoch "
+                f"{trainer.current_epoch}; it holds {held}. Name one of those, or have a metric plugin compute it, "
+                f"e.g. plugins={{'metrics': {{'metrics': {{{metric!r}: {{'name': 'MulticlassAccuracy', "
+                f"'num_classes': 10}}}}}}, '{plugin}': {{..., 'metric': {metric!r}, 'mode': 'max'}}}}"
+            )
+        return value
+
+    return score
 
 
 class EpochScore:

@@ -27,8 +27,8 @@ import re
 import socket
 import threading
 import zlib
-from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ignite import PluginInactive, distributed, hookimpl, monitor
 
@@ -34,25 +35,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 def _format(score: float | None) -> str:
     return "none" if score is None else f"{score:.6g}"
-
-
-def _metric_score(plugin: str, metric: str) -> Callable[[Trainer], float]:
-    """The score_function of option ``metric``: ``trainer.metrics[metric]``, which a metric
-    plugin (ignite-metrics) sets before EPOCH_COMPLETED; missing, a ValueError names the fix."""
-
-    def score(trainer: Trainer) -> float:
-        value = trainer.metrics.get(metric)
-        if value is None:
-            held = ", ".join(map(repr, sorted(trainer.metrics))) or "nothing"
-            raise ValueError(
-                f"{plugin} option metric={metric!r}: trainer.metrics has no {metric!r} at the end of epoch "
-                f"{trainer.current_epoch}; it holds {held}. Name one of those, or have a metric plugin compute it, "
-                f"e.g. plugins={{'metrics': {{'metrics': {{{metric!r}: {{'name': 'MulticlassAccuracy', "
-                f"'num_classes': 10}}}}}}, '{plugin}': {{..., 'metric': {metric!r}, 'mode': 'max'}}}}"
-            )
-        return value
-
-    return score
 
 
 class EarlyStopping:
@@ -95,16 +77,17 @@ class EarlyStopping:
 
     def __init__(
         self,
-        patience: Optional[int] = None,
+        patience: int | None = None,
         min_delta: float = 0.0,
         mode: str = "min",
-        score_function: Optional[Callable[[Trainer], Any]] = None,
+        score_function: Callable[[Trainer], Any] | None = None,
         min_epochs: int = 0,
-        metric: Optional[str] = None,
+        metric: str | None = None,
     ) -> None:
         if patience is not None:
             patience = _check_int("patience", patience, 1)
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real):
+        given: object = min_delta  # typed as float, checked as anything a user may pass
+        if isinstance(given, bool) or not isinstance(given, numbers.Real):
             raise TypeError(f"early_stopping option min_delta must be a number; got {min_delta!r}")
         if not (math.isfinite(min_delta) and min_delta >= 0):
             raise ValueError(f"early_stopping option min_delta must be a finite number >= 0; got {min_delta!r}")
@@ -116,13 +99,7 @@ class EarlyStopping:
                 f"got {type(score_function).__name__}"
             )
         min_epochs = _check_int("min_epochs", min_epochs, 0)
-        if metric is not None and (not isinstance(metric, str) or not metric):
-            raise TypeError(f"early_stopping option metric must be the name of a value in trainer.metrics, e.g. 'accuracy'; got {metric!r}")
-        if metric is not None and score_function is not None:
-            raise ValueError(
-                f"early_stopping options metric and score_function both say what to monitor: give one of them "
-                f"(metric={metric!r} reads trainer.metrics[{metric!r}])"
-            )
+        monitored = monitor.metric_score("early_stopping", metric, score_function)
         if patience is None:
             raise PluginInactive(
                 "no patience given; activate it with "
@@ -133,13 +110,12 @@ class EarlyStopping:
         self.mode = mode
         self.score_function = score_function
         self.min_epochs = min_epochs
-        self.metric: Optional[str] = metric
+        self.metric: str | None = metric
         self._best_score: float | None = None
         self._best_epoch: int | None = None
         self._counter = 0
         self._score = monitor.EpochScore(
-            "early_stopping",
-            _metric_score("early_stopping", metric) if metric is not None else score_function, f"'patience': {patience}, ", "It makes no decision"
+            "early_stopping", monitored, f"'patience': {patience}, ", "It makes no decision"
         )
 
     # -- read-only state ---------------------------------------------------------------------
@@ -233,6 +209,7 @@ class EarlyStopping:
     def __repr__(self) -> str:
         return (
             f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, mode={self.mode!r}, "
-            f"min_epochs={self.min_epochs}, metric={self.metric!r}, best_score={self._best_score}, best_epoch={self._best_epoch}, "
+            f"min_epochs={self.min_epochs}, metric={self.metric!r}, best_score={self._best_score}, "
+            f"best_epoch={self._best_epoch}, "
             f"counter={self._counter})"
         )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
@@ -27,8 +27,8 @@ __all__ = ["LRReduction"]
 
 logger = logging.getLogger("ignite.lr_reduction")
 
-Optimizers = Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer], Mapping[str, torch.optim.Optimizer]]
-Schedulers = Union[LRScheduler, Sequence[LRScheduler]]
+Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | Mapping[str, torch.optim.Optimizer]
+Schedulers = LRScheduler | Sequence[LRScheduler]
 
 _STEPS = ("epoch", "iteration")
 
@@ -95,25 +95,6 @@ def _schedulers(scheduler: Any) -> list[LRScheduler]:
     return found
 
 
-def _metric_score(plugin: str, metric: str) -> Callable[[Trainer], float]:
-    """The score_function of option ``metric``: ``trainer.metrics[metric]``, which a metric
-    plugin (ignite-metrics) sets before EPOCH_COMPLETED; missing, a ValueError names the fix."""
-
-    def score(trainer: Trainer) -> float:
-        value = trainer.metrics.get(metric)
-        if value is None:
-            held = ", ".join(map(repr, sorted(trainer.metrics))) or "nothing"
-            raise ValueError(
-                f"{plugin} option metric={metric!r}: trainer.metrics has no {metric!r} at the end of epoch "
-                f"{trainer.current_epoch}; it holds {held}. Name one of those, or have a metric plugin compute it, "
-                f"e.g. plugins={{'metrics': {{'metrics': {{{metric!r}: {{'name': 'MulticlassAccuracy', "
-                f"'num_classes': 10}}}}}}, '{plugin}': {{..., 'metric': {metric!r}, 'mode': 'max'}}}}"
-            )
-        return value
-
-    return score
-
-
 class LRReduction:
     """Multiply the learning rate of ``optimizer`` by ``factor`` when the monitored score has
     not improved for more than ``patience`` epochs, with one
@@ -165,18 +146,18 @@ class LRReduction:
 
     def __init__(
         self,
-        optimizer: Optional[Optimizers] = None,
+        optimizer: Optimizers | None = None,
         factor: float = 0.1,
         patience: int = 10,
         threshold: float = 1e-4,
         threshold_mode: str = "rel",
         cooldown: int = 0,
-        min_lr: Union[float, Sequence[float]] = 0,
+        min_lr: float | Sequence[float] = 0,
         mode: str = "min",
-        score_function: Optional[Callable[[Trainer], Any]] = None,
-        scheduler: Optional[Schedulers] = None,
+        score_function: Callable[[Trainer], Any] | None = None,
+        scheduler: Schedulers | None = None,
         scheduler_step: str = "epoch",
-        metric: Optional[str] = None,
+        metric: str | None = None,
     ) -> None:
         optimizers = _named_optimizers(optimizer)
         if not _is_number(factor):
@@ -198,13 +179,7 @@ class LRReduction:
             raise TypeError(
                 _option_error("score_function", "a callable(trainer) -> float", type(score_function).__name__)
             )
-        if metric is not None and (not isinstance(metric, str) or not metric):
-            raise TypeError(f"lr_reduction option metric must be the name of a value in trainer.metrics, e.g. 'accuracy'; got {metric!r}")
-        if metric is not None and score_function is not None:
-            raise ValueError(
-                f"lr_reduction options metric and score_function both say what to monitor: give one of them "
-                f"(metric={metric!r} reads trainer.metrics[{metric!r}])"
-            )
+        monitored = monitor.metric_score("lr_reduction", metric, score_function)
         schedulers = _schedulers(scheduler)
         if scheduler_step not in _STEPS:
             raise ValueError(_option_error("scheduler_step", "'epoch' or 'iteration'", scheduler_step))
@@ -227,7 +202,7 @@ class LRReduction:
         self.min_lr = min_lr
         self.mode = mode
         self.score_function = score_function
-        self.metric: Optional[str] = metric
+        self.metric: str | None = metric
         self.scheduler_step = scheduler_step
         #: (label, ReduceLROnPlateau) for each given optimizer, label as in the log lines.
         self._plateaus: list[tuple[str, ReduceLROnPlateau]] = [
@@ -241,7 +216,7 @@ class LRReduction:
                     threshold=self.threshold,
                     threshold_mode=threshold_mode,  # type: ignore[arg-type]
                     cooldown=cooldown,
-                    min_lr=min_lr,
+                    min_lr=cast("list[float] | float", min_lr),  # checked by _check_min_lr
                 ),
             )
             for name, opt in optimizers
@@ -255,8 +230,7 @@ class LRReduction:
         ]
         self._stepped = tuple(s.step for s in schedulers if not isinstance(s, ReduceLROnPlateau))
         self._score = monitor.EpochScore(
-            "lr_reduction",
-            _metric_score("lr_reduction", metric) if metric is not None else score_function, "'optimizer': optimizer, ", "It leaves the learning rate alone"
+            "lr_reduction", monitored, "'optimizer': optimizer, ", "It leaves the learning rate alone"
         )
 
     @staticmethod
@@ -334,8 +308,8 @@ class LRReduction:
                 )
         for (_, scheduler), saved in zip(self._plateaus, state["plateau"]):
             scheduler.load_state_dict(dict(saved))
-        for scheduler, saved in zip(self._schedulers, state["schedulers"]):
-            scheduler.load_state_dict(dict(saved))
+        for stepped, saved in zip(self._schedulers, state["schedulers"]):
+            stepped.load_state_dict(dict(saved))
 
     # -- the hooks ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import inspect
 import logging
 import numbers
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchmetrics
@@ -263,8 +263,8 @@ class Metrics:
 
     def __init__(
         self,
-        metrics: Optional[Mapping[str, Any]] = None,
-        output_transform: Optional[Callable[[Any], Any]] = None,
+        metrics: Mapping[str, Any] | None = None,
+        output_transform: Callable[[Any], Any] | None = None,
         training: bool = False,
         every_iterations: int = 1,
     ) -> None:

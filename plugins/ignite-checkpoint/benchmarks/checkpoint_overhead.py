@@ -26,7 +26,6 @@ save of --megabytes of float32 parameters.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import io
 import os
@@ -36,9 +35,9 @@ import time
 
 os.environ["IGNITE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
+import ignite_checkpoint
 import torch
 
-import ignite_checkpoint
 from ignite import Trainer, TrainingEvents
 from ignite.serialization import encode
 

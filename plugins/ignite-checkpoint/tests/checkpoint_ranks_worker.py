@@ -13,9 +13,9 @@ import sys
 
 import torch
 import torch.distributed as dist
+from ignite_checkpoint import CheckpointError
 
 from ignite import Trainer, TrainingEvents
-from ignite_checkpoint import CheckpointError
 
 
 def small_trainer(dirname: str, resume: bool) -> tuple[Trainer, list[int]]:

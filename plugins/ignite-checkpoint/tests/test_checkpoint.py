@@ -10,25 +10,20 @@ import json
 import logging
 import os
 import pickle
-import struct
-import zipfile
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zipfile
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy
 import pytest
 import torch
-
-import ignite
-import ignite.hookspecs
-from ignite import History, PluginError, Trainer, TrainingEvents
-from ignite.serialization import NotLoadableError
-from ignite.testing import is_gloo_teardown_abort, run_ranks
 from ignite_checkpoint import (
     LOCK_NAME,
     Checkpoint,
@@ -39,7 +34,11 @@ from ignite_checkpoint import (
     load_checkpoint,
 )
 
-from importlib.metadata import entry_points
+import ignite
+import ignite.hookspecs
+from ignite import History, PluginError, Trainer, TrainingEvents
+from ignite.serialization import NotLoadableError
+from ignite.testing import is_gloo_teardown_abort, run_ranks
 
 SCRIPT = Path(__file__).with_name("checkpoint_training_script.py")
 INSTALLED = {entry_point.name for entry_point in entry_points(group="ignite.plugins")}

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 import torch
+from ignite_checkpoint import list_checkpoints, load_checkpoint
 
 from ignite import Trainer
-from ignite_checkpoint import list_checkpoints, load_checkpoint
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),

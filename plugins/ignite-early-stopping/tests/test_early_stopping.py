@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import torch
+from ignite_early_stopping import EarlyStopping
 
 from ignite import PluginError, Trainer, TrainingEvents
 from ignite.testing import run_ranks
-from ignite_early_stopping import EarlyStopping
-
-from importlib.metadata import entry_points
-
 
 pytestmark = pytest.mark.usefixtures("ignite_isolated")  # only the plugins a test names
 
@@ -459,7 +457,7 @@ def test_the_epoch_s_score_is_read_with_one_run_means_call(monkeypatch):
     recording = [False]
     for method in ("run_means", "run", "__getitem__", "__iter__"):
 
-        def wrapper(self, *args, _real=getattr(History, method), _method=method, **kwargs):
+        def wrapper(self, *args, _real=getattr(History, method), _method=method, **kwargs):  # noqa: B008 - bound per method
             if recording[0]:
                 calls.append(_method)
             return _real(self, *args, **kwargs)

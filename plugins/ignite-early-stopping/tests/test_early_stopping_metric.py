@@ -6,9 +6,9 @@ from importlib.metadata import entry_points
 
 import pytest
 import torch
+from ignite_early_stopping import EarlyStopping
 
 from ignite import PluginError, Trainer
-from ignite_early_stopping import EarlyStopping
 
 pytestmark = [
     pytest.mark.usefixtures("ignite_isolated"),  # only the plugins a test names

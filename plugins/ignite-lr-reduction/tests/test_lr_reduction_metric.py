@@ -6,9 +6,9 @@ from importlib.metadata import entry_points
 
 import pytest
 import torch
+from ignite_lr_reduction import LRReduction
 
 from ignite import Trainer
-from ignite_lr_reduction import LRReduction
 
 pytestmark = [
     pytest.mark.usefixtures("ignite_isolated"),  # only the plugins a test names
@@ -49,7 +49,7 @@ def test_reduces_when_the_accuracy_stalls() -> None:
 
 
 def test_a_missing_metric_names_those_there() -> None:
-    trainer, optimizer = make_trainer(metric="f1", mode="max")
+    trainer, _ = make_trainer(metric="f1", mode="max")
     with pytest.raises(ValueError, match=r"lr_reduction option metric='f1': .* it holds 'accuracy'"):
         trainer.run(1)
 

@@ -18,6 +18,7 @@ figure is the median over rounds of the run's median epoch time, per iteration, 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from typing import Any
@@ -63,7 +64,7 @@ def epoch_seconds(case: str, epochs: int) -> float:
     stamps.append(time.perf_counter())
     if case != "no plugin":
         assert 0.0 <= trainer.metrics["training/accuracy"] <= 1.0
-    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps[1:]))
 
 
 def main() -> None:

@@ -180,7 +180,7 @@ def test_history_and_metrics_survive_a_checkpoint() -> None:
     assert resumed.plugins["metrics"].history == trainer.plugins["metrics"].history
     resumed.run(3)
     assert [entry["epoch"] for entry in resumed.plugins["metrics"].history] == [1, 2, 3]
-    with pytest.raises(ValueError, match="Metrics.state_dict"):
+    with pytest.raises(ValueError, match=r"Metrics\.state_dict"):
         resumed.plugins["metrics"].load_state_dict({"entries": []})
 
 
