@@ -18,7 +18,7 @@ are used when they are installed (``make install`` installs them all) and skippe
 * checkpoint     model, optimizer and trainer state under ``--checkpoint-dir`` every epoch;
                  ``--resume`` continues from the latest one
 
-``--plugins-json '{"csv_logger": {"path": "log.csv", "optimizer": "@optimizer"}, "visdom": false}'``
+``--plugins-json '{"csv_logger": {"file": "log.csv", "optimizer": "@optimizer"}, "visdom": false}'``
 adds or overrides plugin options; "@optimizer" and "@model" stand for those objects (see
 examples/custom_plugin for the in-house csv_logger plugin).
 """
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="{}",
         metavar="JSON",
         help='plugin options merged into the defaults; the strings "@optimizer" and "@model" stand for '
-        'those objects, e.g. \'{"csv_logger": {"path": "log.csv", "optimizer": "@optimizer"}, "visdom": false}\'',
+        'those objects, e.g. \'{"csv_logger": {"file": "log.csv", "optimizer": "@optimizer"}, "visdom": false}\'',
     )
     parser.add_argument("--summary", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(
@@ -170,8 +170,8 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
         # Accuracy as the fraction of correct predictions over the whole validation set.
         "metrics": {"metrics": {"accuracy": {"name": "MulticlassAccuracy", "num_classes": 10, "average": "micro"}}},
         "progress": {"leave": False},  # the epoch's log lines stay; its bar goes when it ends
-        "tensorboard": {"log_dir": os.path.join(args.log_dir, run_name), "log_every": 10, "optimizer": optimizer},
-        "visdom": {"env": "digits", "log_every": 10, "optimizer": optimizer},
+        "tensorboard": {"dir": os.path.join(args.log_dir, run_name), "every_iterations": 10, "optimizer": optimizer},
+        "visdom": {"env": "digits", "every_iterations": 10, "optimizer": optimizer},
         "early_stopping": {"patience": 5, "mode": "min", "score_function": validation_loss, "min_epochs": 5},
         "lr_reduction": {
             "optimizer": optimizer,

@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> Trainer:
     plugins: dict[str, Any] = {}
     installed = {entry_point.name for entry_point in entry_points(group="ignite.plugins")}
     if "tensorboard" in installed:
-        plugins["tensorboard"] = {"log_dir": os.path.join(args.log_dir, run_name), "log_every": 4}
+        plugins["tensorboard"] = {"dir": os.path.join(args.log_dir, run_name), "every_iterations": 4}
     if "visdom" in installed:
-        plugins["visdom"] = {"env": "gan", "log_every": 4}
+        plugins["visdom"] = {"env": "gan", "every_iterations": 4}
 
     trainer = Trainer(loader, training_update_function, plugins=plugins)
     trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, plot_samples, args.plot_every)

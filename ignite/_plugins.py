@@ -622,14 +622,15 @@ def instantiate(
 
 # One vocabulary for the options of every plugin; the names it replaced, refused with a pointer.
 OPTION_VOCABULARY = (
-    "an output folder is 'dir', a stream 'file'; a period is 'every_iterations' or 'every_epochs'; "
+    "an output folder is 'dir', an output file 'file' (a path or a stream); a period is 'every_iterations' or "
+    "'every_epochs'; "
     "a duration ends in '_secs'"
 )
 RENAMED_OPTIONS = {
     "dirname": "dir",
     "log_dir": "dir",
     "logdir": "dir",
-    "path": "dir",
+    "path": "file",
     "log_every": "every_iterations",
     "refresh_every": "every_iterations",
     "every": "every_iterations",

@@ -3,7 +3,7 @@
 Installed (``pip install examples/custom_plugin``), it is found through its entry point
 ``csv_logger`` and stays inactive until given a file::
 
-    Trainer(..., plugins={"csv_logger": {"path": "log.csv", "optimizer": optimizer}})
+    Trainer(..., plugins={"csv_logger": {"file": "log.csv", "optimizer": optimizer}})
 
 The file gets one row per epoch: ``epoch``, ``iteration``, the training means (``training``
 for plain-number outputs, ``training/<key>`` for tuple or dict items), the validation means
@@ -31,17 +31,17 @@ class CSVLogger:
     """Write one CSV row per epoch.
 
     Args:
-        path: the CSV file. ``None`` (the default) leaves the plugin inactive. A new run
+        file: the CSV file's path. ``None`` (the default) leaves the plugin inactive. A new run
             starts the file afresh; a run that continues a trainer (``trainer.run`` again, or
             a resumed checkpoint) keeps the rows of the epochs already done and appends.
         optimizer: an optimizer (or a dict or list of them) whose learning rates get a column
             each, as :func:`ignite.monitor.learning_rates` names them.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, optimizer: Any = None) -> None:
+    def __init__(self, file: str | os.PathLike[str] | None = None, optimizer: Any = None) -> None:
         # __init__ only checks options: `ignite plugins` constructs every plugin to report on it.
-        if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"csv_logger option path must be a file name; got {type(path).__name__}")
+        if file is not None and not isinstance(file, (str, os.PathLike)):
+            raise TypeError(f"csv_logger option file must be a file name; got {type(file).__name__}")
         if optimizer is not None:
             try:
                 monitor.learning_rates(optimizer)
@@ -50,11 +50,11 @@ class CSVLogger:
                     "csv_logger option optimizer must be a torch optimizer (or a dict or list of them); "
                     f"got {type(optimizer).__name__}"
                 ) from None
-        if path is None:
+        if file is None:
             raise PluginInactive(
-                "no file given; activate it with Trainer(..., plugins={'csv_logger': {'path': 'log.csv'}})"
+                "no file given; activate it with Trainer(..., plugins={'csv_logger': {'file': 'log.csv'}})"
             )
-        self.path = os.fspath(path)
+        self.path = os.fspath(file)
         self.optimizer = optimizer
         self._columns: list[str] | None = None  # fixed by the first row written (or the saved state)
         self._ready = False  # the file has been prepared for this run

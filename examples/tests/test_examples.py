@@ -191,7 +191,7 @@ def test_custom_plugin_installs_as_a_distribution_and_writes_rows(tmp_path: Path
     site = ignite_install(CUSTOM_PLUGIN)
     assert list(site.glob("ignite_csv_logger-0.1.0.dist-info"))
     log = tmp_path / "log.csv"
-    plugins = {"csv_logger": {"path": str(log), "optimizer": "@optimizer"}, "checkpoint": False, "tensorboard": False}
+    plugins = {"csv_logger": {"file": str(log), "optimizer": "@optimizer"}, "checkpoint": False, "tensorboard": False}
     plugins = {name: value for name, value in plugins.items() if name == "csv_logger" or name in INSTALLED}
     output = run_example(
         DIGITS, "--epochs", "2", "--plugins-json", json.dumps(plugins), cwd=tmp_path, pythonpath=str(site)
@@ -222,11 +222,11 @@ def tiny_trainer(ignite_trainer: IgniteTrainer) -> Trainer:
     )
 
 
-def test_csv_logger_is_inactive_without_a_path(csv_logger_class: type) -> None:
-    with pytest.raises(PluginInactive, match="'path'"):
+def test_csv_logger_is_inactive_without_a_file(csv_logger_class: type) -> None:
+    with pytest.raises(PluginInactive, match="'file'"):
         csv_logger_class()
     with pytest.raises(TypeError, match="optimizer"):
-        csv_logger_class(path="x.csv", optimizer=object())
+        csv_logger_class(file="x.csv", optimizer=object())
 
 
 def test_csv_logger_keeps_done_epochs_when_a_run_continues(
@@ -234,7 +234,7 @@ def test_csv_logger_keeps_done_epochs_when_a_run_continues(
 ) -> None:
     path = tmp_path / "log.csv"
     trainer = tiny_trainer(ignite_trainer)
-    plugin = trainer.register_plugin(csv_logger_class(path=path), name="csv_logger")
+    plugin = trainer.register_plugin(csv_logger_class(file=path), name="csv_logger")
     trainer.run(2)
     state_after_2 = trainer.state_dict()
     trainer.run(3)  # continues: epoch 3 is appended to epochs 1 and 2
@@ -246,7 +246,7 @@ def test_csv_logger_keeps_done_epochs_when_a_run_continues(
 
     # A trainer resumed from the state after epoch 2 drops the row written after it, then appends.
     resumed = tiny_trainer(ignite_trainer)
-    resumed.register_plugin(csv_logger_class(path=path), name="csv_logger")
+    resumed.register_plugin(csv_logger_class(file=path), name="csv_logger")
     resumed.load_state_dict(state_after_2)
     resumed.run(4)
     assert [row["epoch"] for row in read_rows(path)] == ["1", "2", "3", "4"]
@@ -254,6 +254,6 @@ def test_csv_logger_keeps_done_epochs_when_a_run_continues(
 
     # A new run starts the file afresh.
     fresh = tiny_trainer(ignite_trainer)
-    fresh.register_plugin(csv_logger_class(path=path), name="csv_logger")
+    fresh.register_plugin(csv_logger_class(file=path), name="csv_logger")
     fresh.run(1)
     assert [row["epoch"] for row in read_rows(path)] == ["1"]
