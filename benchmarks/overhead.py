@@ -12,8 +12,7 @@ all of them but the checkpoint. Each case is one run whose epochs are timed (EPO
 EPOCH_STARTED, so per-epoch work such as a checkpoint counts); the first epoch, which pays one-
 time costs (imports, writers, threads, connections), is left out. Each run is paired with a
 bare-loop run of as many epochs just before it; a figure is the median over rounds of (the run's
-median epoch minus its bare run's), the cases
-alternating in one process.
+median epoch minus its bare run's), the cases alternating in one process.
 """
 
 from __future__ import annotations
