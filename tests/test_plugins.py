@@ -129,9 +129,10 @@ def test_construction_failure(make_distribution):
 
 def test_blocked_plugins_are_never_imported(make_distribution, monkeypatch):
     make_distribution("ignite-bomb", "1.0", {"bomb": "bomb_mod:Plugin"}, "bomb_mod", "raise RuntimeError('imported!')\n")
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", "other, bomb")
+    installed = os.environ["IGNITE_DISABLE_PLUGINS"]  # the plugins installed before the test stay out
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", f"{installed},other, bomb")
     trainer().run(1)
-    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", "")
+    monkeypatch.setenv("IGNITE_DISABLE_PLUGINS", installed)
     trainer(plugins={"bomb": False}).run(1)
     assert "bomb_mod" not in sys.modules
     with pytest.raises(PluginError, match="failed to import: RuntimeError: imported!"):

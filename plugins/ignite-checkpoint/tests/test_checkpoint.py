@@ -804,7 +804,7 @@ def test_background_serialization_resumes_bit_for_bit(tmp_path, ignite_isolated)
     assert list(reference.training_history) == list(resumed.training_history)
 
 
-def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
+def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path, ignite_isolated):
     plugin = Checkpoint(dirname=str(tmp_path))
     assert (plugin.every_epochs, plugin.every_iterations, plugin.keep, plugin.resume, plugin.save_on_interrupt) == (
         1,
