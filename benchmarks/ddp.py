@@ -226,7 +226,7 @@ def rank_main(arguments: argparse.Namespace) -> None:
             "tensorboard": {"dir": os.path.join(scratch, f"tb{run}"), "optimizer": optimizer},
             "progress": {"file": devnull},
             "checkpoint": {
-                "dirname": os.path.join(scratch, f"checkpoints{run}"),
+                "dir": os.path.join(scratch, f"checkpoints{run}"),
                 "objects": {"model": model, "optimizer": optimizer},
                 "keep": 1,
             },

@@ -308,7 +308,7 @@ def plugin_options(workload: Workload, folder: str) -> dict[str, Any]:
         "tensorboard": {"dir": tempfile.mkdtemp(dir=folder), "optimizer": optimizer},
         "progress": {"disable": False, "file": open(os.devnull, "w")},
         # A folder per run: the plugin warns about another run's checkpoints in its folder.
-        "checkpoint": {"dirname": tempfile.mkdtemp(dir=folder), "objects": {"model": workload.model, "optimizer": optimizer}},
+        "checkpoint": {"dir": tempfile.mkdtemp(dir=folder), "objects": {"model": workload.model, "optimizer": optimizer}},
     }
 
 

@@ -90,7 +90,7 @@ def plugin_options(objects: dict[str, Any], folder: str, visdom_port: int) -> di
         "mlflow": {"tracking_uri": "sqlite:///" + os.path.join(folder, "mlflow.db"), "optimizer": optimizer},
         "progress": {"disable": False, "file": open(os.devnull, "w")},
         # A folder per run (the plugin warns about another run's checkpoints in its folder).
-        "checkpoint": {"dirname": tempfile.mkdtemp(dir=folder), "objects": objects or {"optimizer": optimizer}},
+        "checkpoint": {"dir": tempfile.mkdtemp(dir=folder), "objects": objects or {"optimizer": optimizer}},
     }
 
 

@@ -98,7 +98,7 @@ def ignite_autoload(monkeypatch: pytest.MonkeyPatch) -> IgniteAutoload:
 @pytest.fixture
 def ignite_trainer(ignite_isolated: None) -> IgniteTrainer:
     """A factory of trainers with only the plugins named in ``plugins=``, whatever else is
-    installed: ``ignite_trainer(data, update, plugins={"checkpoint": {"dirname": ...}})``."""
+    installed: ``ignite_trainer(data, update, plugins={"checkpoint": {"dir": ...}})``."""
 
     def make(
         training_data: Iterable[Any], training_update_function: Callable[[Any], Any], /,

@@ -361,7 +361,7 @@ def test_the_checkpoint_saves_what_the_controllers_decided_whatever_the_registra
         plugins = {
             "early_stopping": early_stopping.EarlyStopping(patience=3, score_function=lambda t: 1.0),
             "lr_reduction": lr_reduction.LRReduction(optimizer=optimizer, patience=0, factor=0.5, score_function=lambda t: 1.0),
-            "checkpoint": checkpoint.Checkpoint(dirname=str(folder), objects={"optimizer": optimizer}, keep=None),
+            "checkpoint": checkpoint.Checkpoint(dir=str(folder), objects={"optimizer": optimizer}, keep=None),
         }
         trainer = Trainer([1.0], lambda batch: batch)
         for name in order:

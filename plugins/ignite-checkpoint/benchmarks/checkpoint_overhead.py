@@ -16,8 +16,9 @@
 
 ``--training-thread`` instead measures what a save costs the training thread while the model
 trains, with the plugin's public API only (so it runs against any version of the plugin): a
-small MLP (SGD with momentum, batch 32) trained for 2000 iterations, saving every 50; per save, the time of the save() call itself (the pause; the wait for the previous write, the
-disk's time, left out) and how much longer the 10 steps after it take than the run's median
+small MLP (SGD with momentum, batch 32) trained for 2000 iterations, saving every 50; per save,
+the time of the save() call itself (the pause; the wait for the previous write, the disk's
+time, left out) and how much longer the 10 steps after it take than the run's median
 step (the writer thread serializing and writing holds the GIL part of that time). Folder on
 /dev/shm where there is one, 5 runs. Then the pause of a
 save of --megabytes of float32 parameters.
@@ -46,7 +47,7 @@ def per_iteration(iterations: int, options: dict | None) -> float:
     best = float("inf")
     for _ in range(5):
         with tempfile.TemporaryDirectory() as folder:
-            plugins = {} if options is None else {"checkpoint": {"dirname": folder, **options}}
+            plugins = {} if options is None else {"checkpoint": {"dir": folder, **options}}
             trainer = Trainer([None] * iterations, lambda batch: 0.0, plugins=plugins)
             start = time.perf_counter()
             trainer.run(1)
@@ -68,7 +69,7 @@ def timed_training(folder: str, model: torch.nn.Module, batches: list, every: in
         return loss.item()
 
     trainer = Trainer(batches, update, plugins={"checkpoint": {
-        "dirname": folder, "objects": {"model": model, "optimizer": optimizer}, "every_epochs": 10**9, "keep": 2}})
+        "dir": folder, "objects": {"model": model, "optimizer": optimizer}, "every_epochs": 10**9, "keep": 2}})
     pauses: list[float] = []
     steps: list[float] = []
     last = time.perf_counter()

@@ -70,7 +70,7 @@ def main() -> None:
             return nn.functional.mse_loss(model(batch[0]), batch[1]).item()
 
     options = {
-        "dirname": arguments.dirname,
+        "dir": arguments.dirname,
         "objects": {"model": model, "optimizer": optimizer},
         "every_iterations": 4,
         "keep": None,

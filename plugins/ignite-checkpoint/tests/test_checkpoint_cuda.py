@@ -36,12 +36,12 @@ def cuda_run(folder, **options):
         return loss.detach()
 
     trainer = Trainer(data, update, plugins={"checkpoint": {
-        "dirname": str(folder), "objects": {"model": model, "optimizer": optimizer}, **options}})
+        "dir": str(folder), "objects": {"model": model, "optimizer": optimizer}, **options}})
     return trainer, model, optimizer
 
 
 def test_a_save_of_device_state_makes_no_sync_on_the_training_thread_and_loads_on_the_cpu(tmp_path):
-    trainer, model, optimizer = cuda_run(tmp_path, every_epochs=1000)
+    trainer, model, _optimizer = cuda_run(tmp_path, every_epochs=1000)
     trainer.run(1)
     plugin = trainer.plugins["checkpoint"]
     assert plugin.background_serialization is None  # auto: device state is serialized in the background

@@ -116,7 +116,7 @@ def checkpointed(ignite_trainer, folder: Path, **options):
         optimizer.step()
         return loss.item()
 
-    plugins = {"checkpoint": {"dirname": str(folder), "objects": {"model": model}, **options}}
+    plugins = {"checkpoint": {"dir": str(folder), "objects": {"model": model}, **options}}
     return ignite_trainer([torch.randn(4, 2) for _ in range(6)], update, plugins=plugins)
 
 

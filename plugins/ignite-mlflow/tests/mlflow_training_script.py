@@ -4,14 +4,13 @@ the resume test (not collected by pytest).
 ``python mlflow_training_script.py '<json config>'``: 3 epochs of 8 shuffled batches, 4
 validation batches, the mlflow plugin logging every iteration to ``config["tracking_uri"]``
 (experiment ``config["experiment"]``), the checkpoint plugin saving every 12 iterations into
-``config["dirname"]`` (with ``config["resume"]``). With ``config["block_at"]``, at that
+``config["dir"]`` (with ``config["resume"]``). With ``config["block_at"]``, at that
 iteration it waits for the checkpoint writes, writes ``config["marker"]`` and blocks until
 it is killed. At the end it writes what the test compares with MLflow to ``config["out"]``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -21,14 +20,10 @@ import threading
 os.environ["IGNITE_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins named below
 
 import torch
-from ignite_checkpoint import Checkpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ignite import Trainer, TrainingEvents
-
-# The checkpoint plugin's folder option, "dirname" until it takes the project's "dir".
-DIR_OPTION = "dir" if "dir" in inspect.signature(Checkpoint).parameters else "dirname"
 
 
 def main(config: dict) -> None:
@@ -67,7 +62,7 @@ def main(config: dict) -> None:
             "params": {"lr": 0.05, "model": {"hidden": 16}},
         },
         "checkpoint": {
-            DIR_OPTION: config["dirname"],
+            "dir": config["dir"],
             "objects": {"model": model, "optimizer": optimizer},
             "every_iterations": 12,
             "resume": config["resume"],

@@ -417,7 +417,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_into_the_same_mlflow_run_withou
     config = {
         "tracking_uri": mlflow_server,
         "experiment": experiment,
-        "dirname": str(tmp_path / "checkpoints"),
+        "dir": str(tmp_path / "checkpoints"),
         "marker": str(tmp_path / "blocked"),
         "out": str(tmp_path / "out.json"),
         "resume": False,
@@ -427,7 +427,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_into_the_same_mlflow_run_withou
     first = start_script(config, log)
     marker = Path(config["marker"])
     wait_until(marker.exists, "it reached iteration 21", first, log)
-    assert [os.path.basename(path) for path in list_checkpoints(config["dirname"])] == ["checkpoint_e0002_i00000012.pt"]
+    assert [os.path.basename(path) for path in list_checkpoints(config["dir"])] == ["checkpoint_e0002_i00000012.pt"]
     run_id = marker.read_text()
 
     def logged_through_20() -> bool:  # iterations 13 to 20, after the checkpoint, are in MLflow

@@ -15,7 +15,6 @@ a shuffling DataLoader (so the RNG states the checkpoint restores matter), valid
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -83,14 +82,9 @@ def main(config: dict) -> None:
 
     plugins: dict = {"tensorboard": {**config["tensorboard"], "optimizer": optimizer}}
     if "checkpoint" in config:
-        import ignite_checkpoint
-
-        # The folder option is being renamed from dirname to dir (the project's option vocabulary).
-        parameters = inspect.signature(ignite_checkpoint.Checkpoint).parameters
-        folder_option = "dir" if "dir" in parameters else "dirname"
         plugins["checkpoint"] = {
             **config["checkpoint"],
-            folder_option: config["folder"],
+            "dir": config["folder"],
             "objects": {"model": model, "optimizer": optimizer},
         }
     trainer = Trainer(train_loader, update, val_loader, validate, plugins=plugins)

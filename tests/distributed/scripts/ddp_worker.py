@@ -324,7 +324,7 @@ def case_checkpoint_full(rank: int, out: str) -> dict:
 
 
 def _checkpoint_options(out: str, resume: bool) -> dict:
-    return {"checkpoint": {"dirname": os.path.join(out, "checkpoints"), "every_iterations": 3, "resume": resume}}
+    return {"checkpoint": {"dir": os.path.join(out, "checkpoints"), "every_iterations": 3, "resume": resume}}
 
 
 def case_checkpoint_crash(rank: int, out: str) -> dict:
@@ -380,7 +380,7 @@ def case_preempt(rank: int, out: str) -> dict:
 def case_preempt_at_start(rank: int, out: str) -> dict:
     """Rank 1 receives SIGTERM (sent to itself) in a TRAINING_STARTED handler of a run with the
     checkpoint plugin; what run() raised on each rank is recorded, and the process goes on."""
-    trainer, _, _, _ = _checkpoint_run(rank, {"checkpoint": {"dirname": os.path.join(out, "checkpoints_at_start")}})
+    trainer, _, _, _ = _checkpoint_run(rank, {"checkpoint": {"dir": os.path.join(out, "checkpoints_at_start")}})
     started: list = []
     if rank == 1:
         trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: os.kill(os.getpid(), signal.SIGTERM))
