@@ -28,9 +28,11 @@ $(STAMP): $(PY) setup.cfg constraints.txt requirements-dev.txt $(addsuffix setup
 run: $(STAMP)
 	$(PY) examples/digits.py
 
-# First the GPU benchmark's tiny CPU run (a few seconds), so that it cannot rot unnoticed; pytest
-# last, so that its summary closes the output.
+# First lint (ruff.toml) and types (setup.cfg [mypy]), then the GPU benchmark's tiny CPU run (a few
+# seconds), so that none can rot unnoticed; pytest last, so that its summary closes the output.
 test: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
+	$(PY) -m mypy
 	$(PY) benchmarks/gpu.py --smoke > /dev/null
 	$(PY) -m pytest -q
 
