@@ -147,12 +147,12 @@ def remove_old_checkpoints(trainer: Trainer) -> None:
         return
     from ignite_checkpoint import list_checkpoints
 
-    old = list_checkpoints(checkpoint.dirname)
+    old = list_checkpoints(checkpoint.dir)
     if old:
         logger.info(
             "Starting afresh: removing %d checkpoint(s) of an earlier run from %s (--resume would continue from them)",
             len(old),
-            checkpoint.dirname,
+            checkpoint.dir,
         )
         for path in old:
             os.remove(path)
@@ -174,7 +174,7 @@ def plugin_options(args: argparse.Namespace, model: nn.Module, optimizer: torch.
             "score_function": validation_loss,
         },
         "checkpoint": {
-            "dirname": args.checkpoint_dir,
+            "dir": args.checkpoint_dir,
             "objects": {"model": model, "optimizer": optimizer},
             "every_epochs": 1,
             "keep": 2,

@@ -3,7 +3,7 @@
 Enable it with a folder and the objects to save::
 
     trainer = Trainer(train_loader, update, val_loader, validate, plugins={
-        "checkpoint": {"dirname": "checkpoints", "objects": {"model": model, "optimizer": optimizer},
+        "checkpoint": {"dir": "checkpoints", "objects": {"model": model, "optimizer": optimizer},
                        "every_iterations": 500, "resume": True},
     })
 
@@ -541,7 +541,7 @@ def _lock_folder(dirname: str) -> int | None:
         os.close(fd)
         raise CheckpointError(
             f"Checkpoint folder {dirname!r} is in use by another run ({holder}; lock file {path}): two runs writing "
-            "one folder would delete each other's files. Give this run another dirname, or stop that one first "
+            "one folder would delete each other's files. Give this run another dir, or stop that one first "
             "(its lock goes when its process ends)"
         ) from None
     except OSError as error:  # e.g. ENOLCK: a filesystem without locks
@@ -570,7 +570,7 @@ def _module_misfit(path: str, name: str, module: torch.nn.Module, state: Any) ->
     """Why ``state`` cannot load into ``module`` (keys and shapes, as a strict
     ``load_state_dict`` needs them), or None; checked before anything is restored."""
     where = f"objects[{name!r}] ({type(module).__name__})"
-    fix = "resume with the model it was saved with, or give this run another dirname"
+    fix = "resume with the model it was saved with, or give this run another dir"
     if not isinstance(state, Mapping):
         return f"Checkpoint {path!r} holds a {type(state).__name__} for {where}, not a state dict: {fix}"
     current = module.state_dict()
@@ -631,6 +631,21 @@ def _check_objects(objects: Any) -> dict[str, Any]:
     return dict(objects)
 
 
+def _refuse_sharded(objects: Mapping[str, Any]) -> None:
+    """Refuse a model sharded with FSDP2 (DTensor parameters): one file from rank 0 cannot hold
+    every rank's shards, and saving them through torch.distributed.checkpoint is not done yet."""
+    from torch.distributed.tensor import DTensor
+
+    for name, obj in objects.items():
+        parameters = obj.parameters() if isinstance(obj, torch.nn.Module) else ()
+        if any(isinstance(p, DTensor) for p in parameters):
+            raise NotImplementedError(
+                f"checkpoint option objects[{name!r}] is sharded (DTensor parameters, e.g. fully_shard): this "
+                "plugin saves one file from rank 0 and cannot checkpoint sharded models yet; save them with "
+                "torch.distributed.checkpoint yourself, or pass plugins={'checkpoint': False}"
+            )
+
+
 def _order(name: str) -> tuple[int, int]:
     """(epoch, iteration) of a checkpoint's file name: the order list_checkpoints sorts by."""
     match = _NAME.fullmatch(name)
@@ -654,7 +669,7 @@ def _no_common_checkpoint(dirname: str, names: list[str | None], unreadable: dic
     reasons = "; ".join(unreadable.values()) if here in lacking and unreadable else "none there, or see that rank's log"
     return (
         f"resume=True: rank {lacking[0]} can read no checkpoint ({reasons}), while rank {having[0]} would resume "
-        f"from {having[1]}: every rank must read the checkpoints that rank 0 writes, so dirname ({dirname!r} on rank "
+        f"from {having[1]}: every rank must read the checkpoints that rank 0 writes, so dir ({dirname!r} on rank "
         f"{here}) must be storage that all of them see (a shared filesystem, not a folder per node)"
     )
 
@@ -673,7 +688,7 @@ class Checkpoint:
     and on Ctrl-C; with ``resume``, continue from the newest good checkpoint.
 
     Args:
-        dirname: folder of the checkpoints, created at TRAINING_STARTED. Without it the plugin
+        dir: folder of the checkpoints, created at TRAINING_STARTED. Without it the plugin
             is inactive.
         objects: what to save beside the trainer, by name: anything with ``state_dict()`` and
             ``load_state_dict()`` (models, optimizers, LR schedulers, GradScalers).
@@ -681,11 +696,11 @@ class Checkpoint:
         every_epochs: save after every this many epochs. When neither is given: 1.
         keep: how many of this run's readable checkpoints to keep (the newest ones); None keeps
             all. Files that cannot be read are never counted nor deleted.
-        resume: at TRAINING_STARTED, load the newest checkpoint in ``dirname`` that can be
+        resume: at TRAINING_STARTED, load the newest checkpoint in ``dir`` that can be
             read (unreadable ones are skipped with a warning and renamed ``*.unreadable``) and
             continue from it. When checkpoints exist and none can be read: CheckpointError.
         start_over_if_unreadable: with ``resume``, start from scratch instead of raising when
-            no checkpoint in ``dirname`` can be read (they are kept, renamed ``*.unreadable``).
+            no checkpoint in ``dir`` can be read (they are kept, renamed ``*.unreadable``).
         save_on_interrupt: on KeyboardInterrupt, save a checkpoint of the point reached before
             the exception goes on.
         background_serialization: True: a save copies the state to host buffers (pinned, with
@@ -705,7 +720,7 @@ class Checkpoint:
 
     def __init__(
         self,
-        dirname: str | os.PathLike[str] | None = None,
+        dir: str | os.PathLike[str] | None = None,
         objects: Mapping[str, Any] | None = None,
         every_iterations: int | None = None,
         every_epochs: int | None = None,
@@ -715,17 +730,18 @@ class Checkpoint:
         start_over_if_unreadable: bool = False,
         background_serialization: bool | None = None,
     ) -> None:
-        if dirname is None:
+        if dir is None:
             raise ignite.PluginInactive(
-                "no folder to write to: pass plugins={'checkpoint': {'dirname': 'checkpoints', "
+                "no folder to write to: pass plugins={'checkpoint': {'dir': 'checkpoints', "
                 "'objects': {'model': model, 'optimizer': optimizer}}}"
             )
-        if not isinstance(dirname, (str, os.PathLike)):
-            raise TypeError(f"checkpoint option dirname must be a path (str or os.PathLike); got {type(dirname).__name__}")
-        self.dirname = os.fspath(dirname)
-        if not self.dirname:
-            raise ValueError("checkpoint option dirname must not be empty; pass '.' for the current folder")
+        if not isinstance(dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint option dir must be a path (str or os.PathLike); got {type(dir).__name__}")
+        self.dir = os.fspath(dir)
+        if not self.dir:
+            raise ValueError("checkpoint option dir must not be empty; pass '.' for the current folder")
         self.objects = _check_objects(objects)
+        _refuse_sharded(self.objects)
         self.every_iterations = _positive_int_or_none("every_iterations", every_iterations)
         self.every_epochs = _positive_int_or_none("every_epochs", every_epochs)
         if self.every_iterations is None and self.every_epochs is None:
@@ -741,7 +757,7 @@ class Checkpoint:
         self._ready = False  # TRAINING_STARTED done (resumed if asked): interrupts may save
         self._written: list[str] = []  # this run's checkpoints, oldest first: what keep prunes
         self._saved_iteration: int | None = None  # the global iteration of the newest of them
-        self._writer = _BackgroundWriter(self.dirname)
+        self._writer = _BackgroundWriter(self.dir)
         self._buffers = _HostBuffers()  # the snapshots' host memory, reused from save to save
         self._lock: int | None = None  # descriptor of the folder's lock, held from TRAINING_STARTED to the run's end
 
@@ -753,22 +769,22 @@ class Checkpoint:
         ``resume``, load the newest good checkpoint (once per plugin instance: a second
         ``run()`` continues from where the first ended)."""
         if distributed.is_main_process() and self._lock is None:
-            os.makedirs(self.dirname, exist_ok=True)
-            self._lock = _lock_folder(self.dirname)
+            os.makedirs(self.dir, exist_ok=True)
+            self._lock = _lock_folder(self.dir)
             # Only now: without the lock, these could be another run's saves in progress.
             self._remove_temporary_files()
         if self._started:
             return
         self._started = True
-        existing = list_checkpoints(self.dirname)
+        existing = list_checkpoints(self.dir)
         if self.resume:
             self._resume(trainer, existing)
         elif existing and distributed.is_main_process():
             logger.warning(
                 "%s already holds %d checkpoint(s), the newest %s; resume=False: this run starts from scratch "
                 "and leaves them alone (keep does not prune them). A later resume=True picks the newest by epoch "
-                "and iteration, which may be one of them: remove them or use another dirname.",
-                self.dirname,
+                "and iteration, which may be one of them: remove them or use another dir.",
+                self.dir,
                 len(existing),
                 os.path.basename(existing[-1]),
             )
@@ -853,7 +869,7 @@ class Checkpoint:
             else:
                 logger.info("Interrupted at iteration %d, which %s already holds: nothing to save", iteration, self._written[-1])
             return
-        path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], iteration))
+        path = os.path.join(self.dir, checkpoint_name(state["current_epoch"], iteration))
         if inside_update:
             logger.warning(
                 "Interrupted inside iteration %d, before its output was recorded: saving as after iteration %d. "
@@ -884,7 +900,7 @@ class Checkpoint:
         ranks = distributed.all_gather_object(state) if distributed.world_size() > 1 else None
         if not distributed.is_main_process():
             return None
-        path = os.path.join(self.dirname, checkpoint_name(state["current_epoch"], state["current_iteration"]))
+        path = os.path.join(self.dir, checkpoint_name(state["current_epoch"], state["current_iteration"]))
         self._write(state, path, ranks)
         logger.debug("Saving %s", path)
         return path
@@ -937,15 +953,15 @@ class Checkpoint:
 
     def _remove_temporary_files(self) -> None:
         removed = 0
-        for name in os.listdir(self.dirname):
+        for name in os.listdir(self.dir):
             if name.startswith(_TEMPORARY_PREFIX) and name.endswith(_TEMPORARY_SUFFIX):
                 try:
-                    os.unlink(os.path.join(self.dirname, name))
+                    os.unlink(os.path.join(self.dir, name))
                     removed += 1
                 except FileNotFoundError:  # pragma: no cover - removed meanwhile
                     pass
         if removed:
-            logger.info("Removed %d unfinished temporary checkpoint file(s) from %s", removed, self.dirname)
+            logger.info("Removed %d unfinished temporary checkpoint file(s) from %s", removed, self.dir)
 
     # -- resuming -----------------------------------------------------------------------
 
@@ -967,15 +983,15 @@ class Checkpoint:
             if len(set(names)) == 1:
                 break
             if None in names:
-                raise CheckpointError(_no_common_checkpoint(self.dirname, names, unreadable))
+                raise CheckpointError(_no_common_checkpoint(self.dir, names, unreadable))
             newest_allowed = min(_order(name) for name in names)
         if found is None:
             seen = distributed.all_gather_object(len(existing))
             if min(seen) == 0 < max(seen):
                 raise CheckpointError(
-                    f"resume=True: rank {seen.index(0)} sees no checkpoint in {self.dirname!r} while rank "
+                    f"resume=True: rank {seen.index(0)} sees no checkpoint in {self.dir!r} while rank "
                     f"{seen.index(max(seen))} sees {max(seen)}: every rank must read the checkpoints that rank 0 writes, "
-                    "so dirname must be storage that all of them see (a shared filesystem, not a folder per node)"
+                    "so dir must be storage that all of them see (a shared filesystem, not a folder per node)"
                 )
             self._start_from_scratch(existing, unreadable)
             return
@@ -1023,12 +1039,12 @@ class Checkpoint:
         main = distributed.is_main_process()
         if not existing:
             if main:
-                logger.info("resume=True: no checkpoint in %s yet; starting from scratch", self.dirname)
+                logger.info("resume=True: no checkpoint in %s yet; starting from scratch", self.dir)
             return
         listing = "\n".join(f"  - {unreadable.get(path, path)}" for path in existing)
         if not self.start_over_if_unreadable:
             raise CheckpointError(
-                f"resume=True: none of the {len(existing)} checkpoint(s) in {self.dirname!r} can be read, and "
+                f"resume=True: none of the {len(existing)} checkpoint(s) in {self.dir!r} can be read, and "
                 f"starting from scratch would write over them:\n{listing}\nRestore them from a copy, move them "
                 "away, or pass start_over_if_unreadable=True to start from scratch (they are then kept, renamed "
                 f"*{_UNREADABLE_SUFFIX})"
@@ -1038,7 +1054,7 @@ class Checkpoint:
                 "resume=True, start_over_if_unreadable=True: none of the %d checkpoint(s) in %s can be read; "
                 "starting from scratch:\n%s",
                 len(existing),
-                self.dirname,
+                self.dir,
                 listing,
             )
             self._set_aside(existing)

@@ -47,7 +47,7 @@ def per_iteration(iterations: int, options: dict | None) -> float:
     best = float("inf")
     for _ in range(5):
         with tempfile.TemporaryDirectory() as folder:
-            plugins = {} if options is None else {"checkpoint": {"dirname": folder, **options}}
+            plugins = {} if options is None else {"checkpoint": {"dir": folder, **options}}
             trainer = Trainer([None] * iterations, lambda batch: 0.0, plugins=plugins)
             start = time.perf_counter()
             trainer.run(1)
@@ -69,7 +69,7 @@ def timed_training(folder: str, model: torch.nn.Module, batches: list, every: in
         return loss.item()
 
     trainer = Trainer(batches, update, plugins={"checkpoint": {
-        "dirname": folder, "objects": {"model": model, "optimizer": optimizer}, "every_epochs": 10**9, "keep": 2}})
+        "dir": folder, "objects": {"model": model, "optimizer": optimizer}, "every_epochs": 10**9, "keep": 2}})
     pauses: list[float] = []
     steps: list[float] = []
     last = time.perf_counter()

@@ -31,7 +31,7 @@ def small_trainer(dirname: str, resume: bool) -> tuple[Trainer, list[int]]:
         optimizer.step()
         return loss.item()
 
-    checkpoint = {"dirname": dirname, "objects": {"model": model, "optimizer": optimizer}, "resume": resume}
+    checkpoint = {"dir": dirname, "objects": {"model": model, "optimizer": optimizer}, "resume": resume}
     trainer = Trainer(batches, update, plugins={"checkpoint": checkpoint})
     started: list[int] = []
     trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: started.append(t.current_iteration))

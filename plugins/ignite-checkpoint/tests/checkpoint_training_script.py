@@ -45,7 +45,7 @@ def stop_here(config: dict, marker: str, trainer) -> None:
     checkpoint = trainer.plugins.get("checkpoint")
     if checkpoint is not None:
         checkpoint.wait()
-    with open(config["dirname"] + f".stopped{config.get('rank', '')}", "w") as file:
+    with open(config["dir"] + f".stopped{config.get('rank', '')}", "w") as file:
         file.write(marker)
     os.kill(os.getpid(), getattr(signal, config["stop"]["signal"]))
 
@@ -134,7 +134,7 @@ def main(config: dict) -> None:
             return {"mse": float((error**2).mean()), "mae": float(error.abs().mean())}
 
     options = {
-        "dirname": config["dirname"],
+        "dir": config["dir"],
         "objects": {"model": model, "optimizer": optimizer},
         "every_iterations": config.get("every_iterations", 4),
         "every_epochs": config.get("every_epochs", 1),

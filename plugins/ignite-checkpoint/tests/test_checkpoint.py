@@ -156,26 +156,26 @@ def runs(tmp_path_factory):
     run in parallel. Returns name -> results."""
     folder = tmp_path_factory.mktemp("runs")
     base = {"max_epochs": 3, "every_iterations": 4, "every_epochs": 1, "keep": 3}
-    configs = {"A": {**base, "dirname": str(folder / "A"), "out": str(folder / "A.pt")}}
+    configs = {"A": {**base, "dir": str(folder / "A"), "out": str(folder / "A.pt")}}
     for name, (stop, _) in SCENARIOS.items():
-        configs[name] = {**base, "dirname": str(folder / name), "out": str(folder / f"{name}.pt"), "stop": stop}
+        configs[name] = {**base, "dir": str(folder / name), "out": str(folder / f"{name}.pt"), "stop": stop}
     configs["sigint_validation"]["every_iterations"] = 3
     # torch.optim.SGD, five epochs, with early stopping and LR reduction when installed;
     # killed in the middle of epoch 4, after the controllers have changed state at epochs 1-3.
     controlled = {**base, "max_epochs": 5, "optimizer": "sgd", "controllers": CONTROLLERS}
-    configs["A_controllers"] = {**controlled, "dirname": str(folder / "Ac"), "out": str(folder / "Ac.pt")}
+    configs["A_controllers"] = {**controlled, "dir": str(folder / "Ac"), "out": str(folder / "Ac.pt")}
     configs["controllers"] = {
         **controlled,
-        "dirname": str(folder / "controllers"),
+        "dir": str(folder / "controllers"),
         "out": str(folder / "controllers.pt"),
         "stop": {"where": "iteration", "iteration": 30, "signal": "SIGKILL"},
     }
     first = finish({name: start(config) for name, config in configs.items()})
     # A copy of a stopped run's folder, for the two-rank test to resume from.
-    shutil.copytree(configs["kill_mid_epoch"]["dirname"], folder / "for_ranks")
+    shutil.copytree(configs["kill_mid_epoch"]["dir"], folder / "for_ranks")
     # What the stopped runs left, before their resumed runs prune it: file name -> trainer state.
     stopped = {
-        name: {os.path.basename(path): load_checkpoint(path)["trainer"] for path in list_checkpoints(config["dirname"])}
+        name: {os.path.basename(path): load_checkpoint(path)["trainer"] for path in list_checkpoints(config["dir"])}
         for name, config in configs.items()
         if "stop" in config
     }
@@ -187,7 +187,7 @@ def runs(tmp_path_factory):
 def check_stopped_by(runs: dict, name: str, signum: int) -> str:
     returncode, stderr = runs["first"][name]
     assert returncode == -signum, stderr[-3000:]
-    marker = Path(runs["configs"][name]["dirname"] + ".stopped")
+    marker = Path(runs["configs"][name]["dir"] + ".stopped")
     assert marker.exists(), "the run did not stop where the scenario says"
     return stderr
 
@@ -207,7 +207,7 @@ def test_uninterrupted_run_saves_every_k_iterations_and_every_epoch_keeping_the_
     returncode, stderr = runs["first"]["A"]
     assert returncode == 0, stderr[-3000:]
     assert "Resumed from" not in stderr
-    folder = runs["configs"]["A"]["dirname"]
+    folder = runs["configs"]["A"]["dir"]
     assert sorted(os.listdir(folder)) == [
         LOCK_NAME,  # kept: removing it would race with a run opening it
         "checkpoint_e0002_i00000016.pt",
@@ -294,7 +294,7 @@ def test_early_stopping_and_lr_reduction_states_survive_a_kill(runs):
 def test_sigkill_while_writing_a_64mb_checkpoint_leaves_the_previous_one_loadable(tmp_path):
     folder = tmp_path / "big"
     config = {
-        "dirname": str(folder),
+        "dir": str(folder),
         "out": str(tmp_path / "big.pt"),
         "big_parameters": 16_000_000,  # 64 MB of float32
         "every_iterations": 1,
@@ -363,7 +363,7 @@ def test_two_ranks_only_rank_0_writes_and_both_resume_bit_for_bit(tmp_path, runs
         config = {
             "world_size": 2,
             "store": str(tmp_path / f"store{attempt}"),
-            "dirname": str(folder),
+            "dir": str(folder),
             "out": str(tmp_path / "rank{rank}.pt"),
             "max_epochs": 3,
             "every_iterations": 4,
@@ -420,7 +420,7 @@ def small_run(folder, interrupt_at=None, **options):
     objects = options.pop("objects", {"model": model, "optimizer": optimizer})
     if "more_objects" in options:
         objects = {**objects, **options.pop("more_objects")}
-    trainer = Trainer(data, update, plugins={"checkpoint": {"dirname": str(folder), "objects": objects, **options}})
+    trainer = Trainer(data, update, plugins={"checkpoint": {"dir": str(folder), "objects": objects, **options}})
     return trainer, model, optimizer
 
 
@@ -608,13 +608,13 @@ def test_resume_with_an_object_the_checkpoint_lacks_or_that_does_not_fit_is_an_e
         trainer.run(2)
 
 
-def test_without_dirname_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, ignite_isolated, caplog):
+def test_without_dir_the_plugin_is_inactive_and_says_how_to_activate(tmp_path, ignite_isolated, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     trainer = Trainer([1, 2], lambda batch: 0.0, plugins={"checkpoint": {}})
     assert "checkpoint" not in trainer.plugins
     trainer.run(1)
     assert "Plugin checkpoint (ignite-checkpoint 0.1.0) is inactive: no folder to write to: pass plugins=" in caplog.text
-    with pytest.raises(ignite.PluginInactive, match="'dirname'"):
+    with pytest.raises(ignite.PluginInactive, match="'dir'"):
         Checkpoint()
 
 
@@ -628,8 +628,8 @@ def test_autoload_with_default_options_finds_the_plugin_inactive(ignite_autoload
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"dirname": 3}, TypeError, "dirname must be a path"),
-        ({"dirname": ""}, ValueError, "dirname must not be empty"),
+        ({"dir": 3}, TypeError, "dir must be a path"),
+        ({"dir": ""}, ValueError, "dir must not be empty"),
         ({"every_iterations": 0}, ValueError, "every_iterations must be at least 1"),
         ({"every_iterations": 2.5}, TypeError, "every_iterations must be a positive integer"),
         ({"every_epochs": True}, TypeError, "every_epochs must be a positive integer"),
@@ -644,14 +644,20 @@ def test_autoload_with_default_options_finds_the_plugin_inactive(ignite_autoload
 )
 def test_bad_options_are_clear_errors(tmp_path, options, error, message):
     with pytest.raises(error, match=message):
-        Checkpoint(**{"dirname": str(tmp_path), **options})
+        Checkpoint(**{"dir": str(tmp_path), **options})
 
 
 def test_bad_options_through_the_trainer_name_the_plugin(tmp_path, ignite_isolated):
     with pytest.raises(PluginError, match=r"'checkpoint'.*every_iterations must be at least 1"):
-        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path), "every_iterations": -1}})
+        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dir": str(tmp_path), "every_iterations": -1}})
     with pytest.raises(PluginError, match=r"has no option 'every_iteration'. Did you mean 'every_iterations'"):
-        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path), "every_iteration": 1}})
+        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dir": str(tmp_path), "every_iteration": 1}})
+
+
+def test_the_former_option_dirname_is_refused_with_the_new_name(tmp_path, ignite_isolated):
+    with pytest.raises(PluginError, match=r"'checkpoint'.*has no option 'dirname'. Did you mean 'dir'\? \('dirname' was renamed"):
+        Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path)}})
+    assert not os.listdir(tmp_path)  # refused before anything is written
 
 
 class LiveState:
@@ -806,7 +812,7 @@ def test_background_serialization_resumes_bit_for_bit(tmp_path, ignite_isolated)
 
 
 def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
-    plugin = Checkpoint(dirname=str(tmp_path))
+    plugin = Checkpoint(dir=str(tmp_path))
     assert (plugin.every_epochs, plugin.every_iterations, plugin.keep, plugin.resume, plugin.save_on_interrupt) == (
         1,
         None,
@@ -814,7 +820,7 @@ def test_defaults_save_every_epoch_and_add_no_per_iteration_hook(tmp_path):
         False,
         True,
     )
-    with_iterations = Checkpoint(dirname=str(tmp_path / "iterations"), every_iterations=5)
+    with_iterations = Checkpoint(dir=str(tmp_path / "iterations"), every_iterations=5)
     assert with_iterations.every_epochs is None
     calls = {}
     for name, checkpoint in (("epochs", plugin), ("iterations", with_iterations)):
@@ -904,10 +910,10 @@ def test_an_object_state_that_could_never_load_fails_at_save_naming_where_and_wr
 def test_numpy_training_values_round_trip_through_a_resume(tmp_path, ignite_isolated, caplog):
     # Needs the core's Trainer.state_dict() to encode histories (issue #13).
     folder = tmp_path / "ckpt"
-    first = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dirname": str(folder)}})
+    first = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dir": str(folder)}})
     first.run(2)
     caplog.set_level(logging.INFO, logger="ignite")
-    resumed = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dirname": str(folder), "resume": True}})
+    resumed = Trainer([1, 2, 3], lambda b: numpy.float32(b) / 2, plugins={"checkpoint": {"dir": str(folder), "resume": True}})
     resumed.run(3)
     assert "Skipping" not in caplog.text and "Resumed from" in caplog.text
     assert [float(v) for v in resumed.training_history] == [0.5, 1.0, 1.5] * 3
@@ -916,7 +922,7 @@ def test_numpy_training_values_round_trip_through_a_resume(tmp_path, ignite_isol
 def test_a_training_value_that_could_never_load_fails_at_save_and_writes_nothing(tmp_path, ignite_isolated):
     # Needs the core's Trainer.state_dict() to encode histories (issue #13).
     folder = tmp_path / "ckpt"
-    trainer = Trainer([1, 2, 3], lambda b: Box(b), plugins={"checkpoint": {"dirname": str(folder)}})
+    trainer = Trainer([1, 2, 3], lambda b: Box(b), plugins={"checkpoint": {"dir": str(folder)}})
     with pytest.raises(NotLoadableError, match="(?i)history"):
         trainer.run(1)
     assert list_checkpoints(folder) == [] and not [n for n in os.listdir(folder) if n.startswith(".checkpoint_")]
@@ -1035,7 +1041,7 @@ def test_a_checkpoint_stays_a_torch_file_and_older_files_without_checksum_load_u
 
 def test_a_second_run_on_a_locked_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, ignite_isolated):
     folder = tmp_path / "ckpt"
-    config = {"dirname": str(folder), "out": str(tmp_path / "out.pt"), "max_epochs": 2, "keep": None}
+    config = {"dir": str(folder), "out": str(tmp_path / "out.pt"), "max_epochs": 2, "keep": None}
     holder = start({**config, "stop": {"where": "iteration", "iteration": 6, "signal": "SIGSTOP"}})
     try:
         _, status = os.waitpid(holder.pid, os.WUNTRACED)  # returns once it stopped itself
@@ -1150,7 +1156,7 @@ def test_a_model_of_other_shapes_is_refused_before_anything_is_restored(tmp_path
     assert str(error.value) == (
         f"Checkpoint {str(folder / 'checkpoint_e0001_i00000004.pt')!r} does not fit objects['model'] (Linear): 'weight' "
         "has shape (1, 3) in the checkpoint and (1, 5) in this model: resume with the model it was saved with, or give "
-        "this run another dirname"
+        "this run another dir"
     )
     assert same_state(everything(trainer, objects), before)
     assert snapshot_files(folder) == files

@@ -36,7 +36,7 @@ def cuda_run(folder, **options):
         return loss.detach()
 
     trainer = Trainer(data, update, plugins={"checkpoint": {
-        "dirname": str(folder), "objects": {"model": model, "optimizer": optimizer}, **options}})
+        "dir": str(folder), "objects": {"model": model, "optimizer": optimizer}, **options}})
     return trainer, model, optimizer
 
 
