@@ -29,36 +29,61 @@ from torch.utils.data.distributed import DistributedSampler
 from ignite.trainer import Trainer, TrainingEvents
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from digits import installed_plugins, load_data, make_model, validation_results  # noqa: E402
+from digits import installed_plugins, load_data, make_model, validation_results
 
 logger = logging.getLogger("digits_distributed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--epochs", type=int, default=10, help="train up to this epoch (default: 10)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size per rank (default: 32)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default: 0.002)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model and the shuffling (default: 0)")
-    parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 instead of DDP")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint (DDP only)")
-    parser.add_argument("--checkpoint-dir", default="checkpoints-distributed", help="shared by all ranks")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="train up to this epoch (default: 10)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="batch size per rank (default: 32)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=2e-3, help="Adam learning rate (default: 0.002)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the model and the shuffling (default: 0)",
+    )
+    parser.add_argument(
+        "--fsdp", action="store_true", help="shard the model with FSDP2 instead of DDP"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint (DDP only)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir",
+        default="checkpoints-distributed",
+        help="shared by all ranks",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    torch.set_num_threads(1)  # a model this small gains nothing from more threads per rank
+    torch.set_num_threads(
+        1
+    )  # a model this small gains nothing from more threads per rank
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank()
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     torch.manual_seed(args.seed)  # the same initial weights on every rank
 
     train_loader, val_loader = load_data(args.batch_size)
     sampler = DistributedSampler(train_loader.dataset, shuffle=True, seed=args.seed)
-    train_loader = DataLoader(train_loader.dataset, batch_size=args.batch_size, sampler=sampler)
+    train_loader = DataLoader(
+        train_loader.dataset, batch_size=args.batch_size, sampler=sampler
+    )
     model = make_model().to(device)
     if args.fsdp:
         from torch.distributed.fsdp import fully_shard
@@ -71,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trained = DistributedDataParallel(model)
     optimizer = torch.optim.Adam(trained.parameters(), lr=args.lr)
 
-    def training_update_function(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def training_update_function(
+        batch: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
         trained.train()
         inputs, targets = (t.to(device) for t in batch)
         optimizer.zero_grad()
@@ -80,7 +107,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         optimizer.step()
         return loss.detach()  # no host sync per iteration: histories convert in bulk
 
-    def validation_update_function(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    def validation_update_function(
+        batch: tuple[torch.Tensor, torch.Tensor],
+    ) -> dict[str, float]:
         trained.eval()
         inputs, targets = (t.to(device) for t in batch)
         with torch.no_grad():
@@ -97,7 +126,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.fsdp:
             plugins["checkpoint"] = False
             if rank == 0:
-                logger.info("--fsdp: no checkpoints (the checkpoint plugin does not save sharded models yet)")
+                logger.info(
+                    "--fsdp: no checkpoints (the checkpoint plugin does not save sharded models yet)"
+                )
         else:
             plugins["checkpoint"] = {
                 "dir": args.checkpoint_dir,
@@ -117,11 +148,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log_accuracy(trainer: Trainer) -> None:
         if rank == 0:
             loss, accuracy = validation_results(trainer)
-            logger.info("Epoch %d: validation loss %.4f, accuracy %.2f%%", trainer.current_epoch, loss, 100 * accuracy)
+            logger.info(
+                "Epoch %d: validation loss %.4f, accuracy %.2f%%",
+                trainer.current_epoch,
+                loss,
+                100 * accuracy,
+            )
 
     trainer.add_event_handler(TrainingEvents.EPOCH_COMPLETED, log_accuracy)
     trainer.run(max_epochs=args.epochs)
-    summary: dict[str, Any] = {"epochs": trainer.current_epoch, "iterations": trainer.current_iteration}
+    summary: dict[str, Any] = {
+        "epochs": trainer.current_epoch,
+        "iterations": trainer.current_iteration,
+    }
     if trainer.validation_history.num_runs:
         summary["accuracy"] = validation_results(trainer)[1]
     if rank == 0:
@@ -131,5 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     main(sys.argv[1:])

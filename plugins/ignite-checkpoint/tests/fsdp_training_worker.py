@@ -19,13 +19,17 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from ignite import Trainer
+from ignite import PluginError, Trainer
 
 
 def main(rank: int, world_size: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size
+    )
     torch.manual_seed(0)
-    reference = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    reference = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+    )
     model = copy.deepcopy(reference)
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
@@ -34,7 +38,9 @@ def main(rank: int, world_size: int, folder: str) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
     # every rank sees the same batches, so FSDP's averaged gradients equal one process's
-    batches = [torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    batches = [
+        torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(6)
+    ]
 
     def update(batch: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad()
@@ -52,7 +58,8 @@ def main(rank: int, world_size: int, folder: str) -> None:
             reference_optimizer.step()
     sharded = [p for p in model.parameters()]
     difference = max(
-        (p.full_tensor() - q).abs().max().item() for p, q in zip(sharded, reference.parameters(), strict=True)
+        (p.full_tensor() - q).abs().max().item()
+        for p, q in zip(sharded, reference.parameters(), strict=True)
     )
     result = {
         "all_dtensors": all(isinstance(p, DTensor) for p in sharded),
@@ -61,8 +68,19 @@ def main(rank: int, world_size: int, folder: str) -> None:
         "history": len(trainer.training_history),
     }
     try:
-        Trainer(batches, update, plugins={"checkpoint": {"dir": os.path.join(folder, "ck"), "objects": {"net": model}}})
-    except Exception as error:  # the plugin's refusal, wrapped by the core with the plugin's name
+        Trainer(
+            batches,
+            update,
+            plugins={
+                "checkpoint": {
+                    "dir": os.path.join(folder, "ck"),
+                    "objects": {"net": model},
+                }
+            },
+        )
+    except (
+        PluginError
+    ) as error:  # the plugin's refusal, wrapped by the core with the plugin's name
         result["checkpoint_error"] = f"{error} {error.__cause__}"
     result["checkpoint_folder_made"] = os.path.exists(os.path.join(folder, "ck"))
     with open(os.path.join(folder, f"result{rank}.json"), "w") as file:

@@ -8,7 +8,9 @@ from pathlib import Path
 WORKERS = Path(__file__).parent
 
 
-def test_a_model_sharded_with_fully_shard_trains_with_the_trainer_unchanged(tmp_path, ignite_ranks):
+def test_a_model_sharded_with_fully_shard_trains_with_the_trainer_unchanged(
+    tmp_path, ignite_ranks
+):
     ignite_ranks(WORKERS / "fsdp_training_worker.py", tmp_path)
     for rank in range(2):
         result = json.loads((tmp_path / f"result{rank}.json").read_text())
@@ -17,10 +19,14 @@ def test_a_model_sharded_with_fully_shard_trains_with_the_trainer_unchanged(tmp_
         assert result["max_difference"] < 1e-5, result
 
 
-def test_the_checkpoint_plugin_refuses_a_sharded_model_naming_it(tmp_path, ignite_ranks):
+def test_the_checkpoint_plugin_refuses_a_sharded_model_naming_it(
+    tmp_path, ignite_ranks
+):
     ignite_ranks(WORKERS / "fsdp_training_worker.py", tmp_path)
     for rank in range(2):
         result = json.loads((tmp_path / f"result{rank}.json").read_text())
         assert "objects['net'] is sharded" in result.get("checkpoint_error", ""), result
-        assert "cannot checkpoint sharded models yet" in result["checkpoint_error"], result
+        assert "cannot checkpoint sharded models yet" in result["checkpoint_error"], (
+            result
+        )
         assert not result["checkpoint_folder_made"], result
