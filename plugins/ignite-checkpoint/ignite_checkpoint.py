@@ -632,6 +632,21 @@ def _check_objects(objects: Any) -> dict[str, Any]:
     return dict(objects)
 
 
+def _refuse_sharded(objects: Mapping[str, Any]) -> None:
+    """Refuse a model sharded with FSDP2 (DTensor parameters): one file from rank 0 cannot hold
+    every rank's shards, and saving them through torch.distributed.checkpoint is not done yet."""
+    from torch.distributed.tensor import DTensor
+
+    for name, obj in objects.items():
+        parameters = obj.parameters() if isinstance(obj, torch.nn.Module) else ()
+        if any(isinstance(p, DTensor) for p in parameters):
+            raise NotImplementedError(
+                f"checkpoint option objects[{name!r}] is sharded (DTensor parameters, e.g. fully_shard): this "
+                "plugin saves one file from rank 0 and cannot checkpoint sharded models yet; save them with "
+                "torch.distributed.checkpoint yourself, or pass plugins={'checkpoint': False}"
+            )
+
+
 def _order(name: str) -> tuple[int, int]:
     """(epoch, iteration) of a checkpoint's file name: the order list_checkpoints sorts by."""
     match = _NAME.fullmatch(name)
@@ -729,6 +744,7 @@ class Checkpoint:
         if not self.dir:
             raise ValueError("checkpoint option dir must not be empty; pass '.' for the current folder")
         self.objects = _check_objects(objects)
+        _refuse_sharded(self.objects)
         self.every_iterations = _positive_int_or_none("every_iterations", every_iterations)
         self.every_epochs = _positive_int_or_none("every_epochs", every_epochs)
         if self.every_iterations is None and self.every_epochs is None:

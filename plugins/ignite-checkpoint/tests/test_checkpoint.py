@@ -651,8 +651,12 @@ def test_bad_options_through_the_trainer_name_the_plugin(tmp_path, ignite_isolat
         Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dir": str(tmp_path), "every_iterations": -1}})
     with pytest.raises(PluginError, match=r"has no option 'every_iteration'. Did you mean 'every_iterations'"):
         Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dir": str(tmp_path), "every_iteration": 1}})
-    with pytest.raises(PluginError, match=r"has no option 'dirname'. Did you mean 'dir'\? \('dirname' was renamed"):
+
+
+def test_the_former_option_dirname_is_refused_with_the_new_name(tmp_path, ignite_isolated):
+    with pytest.raises(PluginError, match=r"'checkpoint'.*has no option 'dirname'. Did you mean 'dir'\? \('dirname' was renamed"):
         Trainer([1], lambda b: 0.0, plugins={"checkpoint": {"dirname": str(tmp_path)}})
+    assert not os.listdir(tmp_path)  # refused before anything is written
 
 
 class LiveState:
