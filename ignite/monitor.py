@@ -13,7 +13,7 @@ from .history import History
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["EpochScore", "default_score", "epoch_means", "learning_rates", "metric_score", "tag"]
+__all__ = ["EpochScore", "check_optimizer", "default_score", "epoch_means", "learning_rates", "metric_score", "tag"]
 
 
 def tag(prefix: str, key: str) -> str:
@@ -70,6 +70,18 @@ def learning_rates(optimizers: Any) -> dict[str, float]:
             parts = ["lr", name, str(index) if len(groups) > 1 else ""]
             rates["/".join(part for part in parts if part)] = float(group["lr"])
     return rates
+
+
+def check_optimizer(plugin: str, optimizer: Any) -> None:
+    """A plugin's ``optimizer`` option: a torch optimizer, or a dict or list of them (what
+    :func:`learning_rates` reads); anything else is a TypeError naming the plugin and the type."""
+    try:
+        learning_rates(optimizer)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise TypeError(
+            f"{plugin} option optimizer must be a torch optimizer, or a dict or list of them; "
+            f"got {type(optimizer).__name__} ({error})"
+        ) from None
 
 
 def metric_score(

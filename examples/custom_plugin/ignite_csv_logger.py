@@ -43,13 +43,7 @@ class CSVLogger:
         if file is not None and not isinstance(file, (str, os.PathLike)):
             raise TypeError(f"csv_logger option file must be a file name; got {type(file).__name__}")
         if optimizer is not None:
-            try:
-                monitor.learning_rates(optimizer)
-            except (AttributeError, KeyError, TypeError):
-                raise TypeError(
-                    "csv_logger option optimizer must be a torch optimizer (or a dict or list of them); "
-                    f"got {type(optimizer).__name__}"
-                ) from None
+            monitor.check_optimizer("csv_logger", optimizer)
         if file is None:
             raise PluginInactive(
                 "no file given; activate it with Trainer(..., plugins={'csv_logger': {'file': 'log.csv'}})"

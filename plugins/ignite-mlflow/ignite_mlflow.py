@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from ignite import Trainer
@@ -179,13 +179,7 @@ class MLflowLogger:
                 f"mlflow option flush_timeout_secs must be a number of seconds >= 0; got {flush_timeout_secs!r}"
             )
         if optimizer is not None:
-            try:
-                learning_rates(optimizer)
-            except (AttributeError, KeyError, TypeError, ValueError) as error:
-                raise TypeError(
-                    "mlflow option optimizer must be a torch optimizer, or a dict or list of them; "
-                    f"got {type(optimizer).__name__} ({error})"
-                ) from None
+            check_optimizer("mlflow", optimizer)
         self.every_iterations = every_iterations
         self.optimizer = optimizer
         self.flush_timeout_secs = float(flush_timeout_secs)

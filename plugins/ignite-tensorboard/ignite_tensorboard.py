@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -168,13 +168,7 @@ class TensorBoardLogger:
         if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0:
             raise ValueError(f"tensorboard option flush_secs must be a positive number of seconds; got {flush_secs!r}")
         if optimizer is not None:
-            try:
-                learning_rates(optimizer)
-            except (AttributeError, KeyError, TypeError) as error:
-                raise TypeError(
-                    "tensorboard option optimizer must be a torch optimizer, or a dict or list of them; "
-                    f"got {type(optimizer).__name__} ({error})"
-                ) from None
+            check_optimizer("tensorboard", optimizer)
         self._hparams = _check_hparams(hparams)
         self.dir: str | None = os.fspath(dir) if dir is not None else None
         self._dir_given = dir is not None

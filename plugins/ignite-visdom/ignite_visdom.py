@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from ignite.trainer import Trainer
@@ -97,13 +97,7 @@ class VisdomLogger:
                 f"visdom option every_iterations must be an integer of at least 1; got {every_iterations!r}"
             )
         if optimizer is not None:
-            try:
-                learning_rates(optimizer)
-            except (AttributeError, KeyError, TypeError, ValueError) as error:
-                raise TypeError(
-                    "visdom option optimizer must be a torch optimizer, or a dict or list of them; "
-                    f"got {type(optimizer).__name__} ({error})"
-                ) from None
+            check_optimizer("visdom", optimizer)
         self.env = env
         self.every_iterations = every_iterations
         self.optimizer = optimizer
