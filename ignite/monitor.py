@@ -13,7 +13,16 @@ from .history import History
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["EpochScore", "check_optimizer", "default_score", "epoch_means", "learning_rates", "metric_score", "tag"]
+__all__ = [
+    "EpochScore",
+    "check_optimizer",
+    "check_period",
+    "default_score",
+    "epoch_means",
+    "learning_rates",
+    "metric_score",
+    "tag",
+]
 
 
 def tag(prefix: str, key: str) -> str:
@@ -82,6 +91,16 @@ def check_optimizer(plugin: str, optimizer: Any) -> None:
             f"{plugin} option optimizer must be a torch optimizer, or a dict or list of them; "
             f"got {type(optimizer).__name__} ({error})"
         ) from None
+
+
+def check_period(plugin: str, option: str, value: Any) -> int:
+    """A plugin's period option (``every_iterations``, ``every_epochs``): a positive int, or a
+    TypeError (not an int) or ValueError (below 1) naming the plugin and the option."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{plugin} option {option} must be a positive int; got {value!r}")
+    if value < 1:
+        raise ValueError(f"{plugin} option {option} must be a positive int (1: every one); got {value}")
+    return value
 
 
 def metric_score(

@@ -20,6 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ignite import PluginInactive, distributed, hookimpl
 from ignite.history import scalars_of
+from ignite.monitor import check_period
 
 if TYPE_CHECKING:
     from ignite import Trainer
@@ -280,10 +281,7 @@ class Metrics:
             )
         if not isinstance(training, bool):
             raise TypeError(f"metrics option training must be True or False; got {training!r}")
-        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int):
-            raise TypeError(f"metrics option every_iterations must be an integer >= 1; got {every_iterations!r}")
-        if every_iterations < 1:
-            raise ValueError(f"metrics option every_iterations must be an integer >= 1; got {every_iterations!r}")
+        check_period("metrics", "every_iterations", every_iterations)
         if not metrics:
             raise PluginInactive(f"no metrics given; activate it with Trainer(..., {_EXAMPLE})")
         built = {_check_name(name): _build(name, spec) for name, spec in metrics.items()}

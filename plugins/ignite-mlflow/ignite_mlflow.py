@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import check_optimizer, epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, check_period, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from ignite import Trainer
@@ -165,10 +165,7 @@ class MLflowLogger:
         if params is not None and not isinstance(params, Mapping):
             raise TypeError(f"mlflow option params must be a dict of name to value; got {type(params).__name__}")
         self.params = _flat_params(params or {})
-        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int) or every_iterations < 1:
-            raise ValueError(
-                f"mlflow option every_iterations must be a positive int (1 logs every iteration); got {every_iterations!r}"
-            )
+        check_period("mlflow", "every_iterations", every_iterations)
         if (
             isinstance(flush_timeout_secs, bool)
             or not isinstance(flush_timeout_secs, (int, float))

@@ -42,7 +42,7 @@ import torch
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars
-from ignite.monitor import epoch_means, tag
+from ignite.monitor import check_period, epoch_means, tag
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -307,12 +307,7 @@ class ProgressBar:
             raise TypeError(f"progress option file must be a text stream with write(); got {type(file).__name__}")
         if not isinstance(leave, bool):
             raise TypeError(f"progress option leave must be True or False; got {leave!r}")
-        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int):
-            raise TypeError(f"progress option every_iterations must be a positive int; got {every_iterations!r}")
-        if every_iterations < 1:
-            raise ValueError(
-                f"progress option every_iterations must be a positive int (1: every iteration); got {every_iterations}"
-            )
+        check_period("progress", "every_iterations", every_iterations)
         if disable is not None and not isinstance(disable, bool):
             raise TypeError(f"progress option disable must be None, True or False; got {disable!r}")
         self.file = file

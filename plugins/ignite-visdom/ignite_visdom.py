@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import check_optimizer, epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, check_period, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from ignite.trainer import Trainer
@@ -92,10 +92,7 @@ class VisdomLogger:
         self.server, self.port = _server_and_port(server, port)
         if not isinstance(env, str) or not env:
             raise ValueError(f"visdom option env must be a non-empty string; got {env!r}")
-        if isinstance(every_iterations, bool) or not isinstance(every_iterations, int) or every_iterations < 1:
-            raise ValueError(
-                f"visdom option every_iterations must be an integer of at least 1; got {every_iterations!r}"
-            )
+        check_period("visdom", "every_iterations", every_iterations)
         if optimizer is not None:
             check_optimizer("visdom", optimizer)
         self.env = env

@@ -232,7 +232,7 @@ def test_every_iterations_updates_with_concatenated_batches_and_the_same_result(
     trainer.run(1)
     assert calls == [12, 1]
     assert trainer.metrics == pytest.approx(expected(model, data))
-    with pytest.raises(ValueError, match="every_iterations must be an integer >= 1"):
+    with pytest.raises(ValueError, match="every_iterations must be a positive int"):
         Metrics(metrics=metric_options(), every_iterations=0)
     ragged, _, _ = make_trainer("custom", every_iterations=2, output_transform=lambda output: (output["logits"], [1]))
     with pytest.raises(TypeError, match="every_iterations=2 concatenates"):

@@ -610,7 +610,7 @@ def test_server_and_port_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     "options, error, match",
     [
         ({"every_iterations": 0}, ValueError, "every_iterations"),
-        ({"every_iterations": 2.5}, ValueError, "every_iterations"),
+        ({"every_iterations": 2.5}, TypeError, "every_iterations must be a positive int"),
         ({"env": ""}, ValueError, "env"),
         ({"port": "8097"}, TypeError, "port"),
         ({"port": 70000}, ValueError, "port"),
