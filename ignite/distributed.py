@@ -17,6 +17,7 @@ __all__ = [
     "rank",
     "reduce_mean",
     "reduction_device",
+    "samplers",
     "world_size",
 ]
 
@@ -82,3 +83,10 @@ def agree_any(flag: bool) -> bool:
     vote = torch.tensor([1 if flag else 0], dtype=torch.int32, device=reduction_device())
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
+
+
+def samplers(data: Any) -> list[Any]:
+    """The samplers of a data loader: on the loader, or inside its batch sampler (each once).
+    A DistributedSampler is found where it sits, whichever way the loader was built."""
+    found = (getattr(data, "sampler", None), getattr(getattr(data, "batch_sampler", None), "sampler", None))
+    return list(dict.fromkeys(sampler for sampler in found if sampler is not None))

@@ -651,12 +651,8 @@ class Trainer:
 
     def _set_sampler_epoch(self) -> None:
         # A DistributedSampler shuffles by epoch number: without set_epoch every epoch would
-        # see the same order. It sits on the loader, or inside its batch sampler.
-        samplers = (
-            getattr(self.training_data, "sampler", None),
-            getattr(getattr(self.training_data, "batch_sampler", None), "sampler", None),
-        )
-        for sampler in dict.fromkeys(s for s in samplers if s is not None):
+        # see the same order.
+        for sampler in distributed.samplers(self.training_data):
             set_epoch = getattr(sampler, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(self.current_epoch - 1)

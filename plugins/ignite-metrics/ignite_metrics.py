@@ -129,10 +129,8 @@ def _as_tensor(value: Any) -> Any:
 def _real_samples(data: Any) -> int | None:
     """The samples this rank's DistributedSampler gives that are not padding (it repeats
     samples so that every rank gets as many), or None without one or without padding."""
-    sampler = getattr(data, "sampler", None)
-    if not isinstance(sampler, DistributedSampler):
-        sampler = getattr(getattr(data, "batch_sampler", None), "sampler", None)
-    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+    sampler = next((s for s in distributed.samplers(data) if isinstance(s, DistributedSampler)), None)
+    if sampler is None or sampler.drop_last:
         return None
     size, replicas = len(sampler.dataset), sampler.num_replicas  # type: ignore[arg-type]
     if sampler.total_size == size:
