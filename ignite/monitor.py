@@ -4,6 +4,7 @@ every rank (reduced across processes when a process group is initialised)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "EpochScore",
     "check_optimizer",
     "check_period",
+    "check_seconds",
     "default_score",
     "epoch_means",
     "learning_rates",
@@ -101,6 +103,20 @@ def check_period(plugin: str, option: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{plugin} option {option} must be a positive int (1: every one); got {value}")
     return value
+
+
+def check_seconds(plugin: str, option: str, value: Any, *, zero: bool = False) -> float:
+    """A plugin's duration option (a name ending in ``_secs``): a finite number of seconds,
+    positive (or, with ``zero``, non-negative); else a ValueError naming the plugin and option."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not (value >= 0 if zero else value > 0)
+    ):
+        rule = "a number of seconds >= 0 (finite)" if zero else "a positive number of seconds (finite, > 0)"
+        raise ValueError(f"{plugin} option {option} must be {rule}; got {value!r}")
+    return float(value)
 
 
 def metric_score(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 import posixpath
 import re
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import check_optimizer, check_period, epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, check_period, check_seconds, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from ignite import Trainer
@@ -166,20 +165,11 @@ class MLflowLogger:
             raise TypeError(f"mlflow option params must be a dict of name to value; got {type(params).__name__}")
         self.params = _flat_params(params or {})
         check_period("mlflow", "every_iterations", every_iterations)
-        if (
-            isinstance(flush_timeout_secs, bool)
-            or not isinstance(flush_timeout_secs, (int, float))
-            or not flush_timeout_secs >= 0
-            or math.isinf(flush_timeout_secs)
-        ):
-            raise ValueError(
-                f"mlflow option flush_timeout_secs must be a number of seconds >= 0; got {flush_timeout_secs!r}"
-            )
+        self.flush_timeout_secs = check_seconds("mlflow", "flush_timeout_secs", flush_timeout_secs, zero=True)
         if optimizer is not None:
             check_optimizer("mlflow", optimizer)
         self.every_iterations = every_iterations
         self.optimizer = optimizer
-        self.flush_timeout_secs = float(flush_timeout_secs)
         self.run_id: str | None = None
         # Set by load_state_dict: the next run() continues run_id, whose points past the
         # checkpoint are replayed and must not be logged twice.

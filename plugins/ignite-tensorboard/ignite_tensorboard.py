@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import check_optimizer, check_period, epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, check_period, check_seconds, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -159,8 +159,7 @@ class TensorBoardLogger:
         if dir is not None and not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"tensorboard option dir must be a path (str or os.PathLike); got {type(dir).__name__}")
         check_period("tensorboard", "every_iterations", every_iterations)
-        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0:
-            raise ValueError(f"tensorboard option flush_secs must be a positive number of seconds; got {flush_secs!r}")
+        check_seconds("tensorboard", "flush_secs", flush_secs)
         if optimizer is not None:
             check_optimizer("tensorboard", optimizer)
         self._hparams = _check_hparams(hparams)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from urllib.parse import urlsplit
 from ignite import hookimpl
 from ignite.distributed import is_main_process
 from ignite.history import scalars_of
-from ignite.monitor import check_optimizer, check_period, epoch_means, learning_rates, tag
+from ignite.monitor import check_optimizer, check_period, check_seconds, epoch_means, learning_rates, tag
 
 if TYPE_CHECKING:
     from ignite.trainer import Trainer
@@ -98,8 +97,8 @@ class VisdomLogger:
         self.env = env
         self.every_iterations = every_iterations
         self.optimizer = optimizer
-        self.send_every_secs = _seconds("send_every_secs", send_every_secs, zero=False)
-        self.flush_timeout_secs = _seconds("flush_timeout_secs", flush_timeout_secs, zero=True)
+        self.send_every_secs = check_seconds("visdom", "send_every_secs", send_every_secs)
+        self.flush_timeout_secs = check_seconds("visdom", "flush_timeout_secs", flush_timeout_secs, zero=True)
         # Series this instance has plotted: the first send of a series replaces whatever window
         # of that id the env holds (a previous run's), later sends, also in later run() calls
         # of the same trainer, append to it.
@@ -169,19 +168,6 @@ class VisdomLogger:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.stop(self.flush_timeout_secs)
-
-
-def _seconds(option: str, value: Any, *, zero: bool) -> float:
-    """A finite duration option, positive (or, with ``zero``, non-negative); raise naming it."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not (value >= 0 if zero else value > 0)
-    ):
-        least = ">= 0" if zero else "> 0"
-        raise ValueError(f"visdom option {option} must be a finite number of seconds {least}; got {value!r}")
-    return float(value)
 
 
 def _server_and_port(server: str | None, port: int | None) -> tuple[str, int]:
