@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from ignite.testing import GLOO_TEARDOWN_ABORT
+
 from .test_distributed import (
     BATCHES_PER_EPOCH,
     INSTALLED,
@@ -170,17 +172,29 @@ def test_resume_after_preemption_ends_bit_for_bit_like_the_uninterrupted_run(uni
         assert_bitwise_equal(load(uninterrupted / "checkpoint_full_rank0.pt"), load(out / f"checkpoint_resume_rank{rank}.pt"))
 
 
+def exit_codes(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """The workers' exit codes by rank, as torchrun reports them."""
+    return dict(re.findall(r"rank\s*:\s*(\d) \(local_rank: \d\)\s*exitcode\s*:\s*(-?\d+)", result.stderr))
+
+
 def test_sigterm_to_one_rank_stops_both_and_both_exit_with_143(tmp_path: Path) -> None:
-    result = preempted_run(tmp_path, "rank1")
-    check_preempted(tmp_path, result)
-    rank0 = json.loads((tmp_path / "preempt_rank0.json").read_text())
+    for attempt in ("first", "again"):
+        out = tmp_path / attempt
+        out.mkdir()
+        result = preempted_run(out, "rank1")
+        # gloo's abort as a process ends can take the signalled rank's 143 (it then shows -6, and
+        # torchrun ends the other with -15): the job runs once more, as every launcher here does.
+        if "143" in exit_codes(result).values() or GLOO_TEARDOWN_ABORT not in result.stderr:
+            break
+    check_preempted(out, result)
+    rank0 = json.loads((out / "preempt_rank0.json").read_text())
     assert rank0["signalled"] is False  # rank 0 stopped on the vote alone
     # The workers' exit codes, as torchrun reports them: the first to exit does so with 143;
     # torchrun then ends the other, whose run() has raised Preempted too (its JSON above), with
     # a SIGTERM of its own (-15) unless it has exited with 143 already (-6: gloo's rare abort as
     # a process ends, its work done; see ignite.testing.GLOO_TEARDOWN_ABORT).
     assert result.returncode == 1, output_of(result)
-    codes = dict(re.findall(r"rank\s*:\s*(\d) \(local_rank: \d\)\s*exitcode\s*:\s*(-?\d+)", result.stderr))
+    codes = exit_codes(result)
     assert codes.keys() == {"0", "1"} and set(codes.values()) <= {"143", "-15", "-6"}, output_of(result)
     assert "143" in codes.values(), output_of(result)
 
