@@ -12,11 +12,18 @@ A checkpoint is ``{"format": "ignite-checkpoint/1", "trainer": trainer.state_dic
 file in the same folder, flushed, fsynced and renamed over its final name, so a file under a
 final name is always complete. Its zip comment holds a CRC-32 of the file, verified on load.
 Checkpoints are read with ``torch.load(weights_only=True)``: loading one cannot run code.
+
+Models sharded with FSDP2 (``fully_shard``: DTensor parameters) and their optimizers are saved
+with :mod:`torch.distributed.checkpoint` instead: a checkpoint is then a folder in which every
+rank writes its own shards (``async_save``: training goes on during the write) and rank 0 the
+file ``ignite.pt`` (the format above, without the sharded objects), written into a temporary
+folder renamed to its final name once every rank's shards are on disk.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import copy
 import datetime
 import io
@@ -24,10 +31,12 @@ import logging
 import os
 import queue
 import re
+import shutil
 import socket
 import threading
 import zlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import IO, TYPE_CHECKING, Any
 
 import torch
@@ -61,7 +70,12 @@ FORMAT = "ignite-checkpoint/1"
 _FORMAT_VERSION = 1
 _FORMAT_PATTERN = re.compile(r"ignite-checkpoint/(\d+)")
 
-_NAME = re.compile(r"checkpoint_e(\d+)_i(\d+)\.pt")
+_NAME = re.compile(r"checkpoint_e(\d+)_i(\d+)(\.pt)?")  # without .pt: a sharded checkpoint's folder
+#: In a sharded checkpoint's folder: the trainer's state and the objects that are not sharded.
+SHARDED_STATE_FILE = "ignite.pt"
+# A finished folder moved aside to make room for its replacement (same epoch and iteration):
+# put back at the next start if the replacement never landed.
+_REPLACED_SUFFIX = ".replaced"
 _TEMPORARY_PREFIX = ".checkpoint_"
 _TEMPORARY_SUFFIX = ".tmp"
 _UNREADABLE_SUFFIX = ".unreadable"
@@ -90,17 +104,18 @@ class NewerFormatError(CheckpointError):
     read: upgrade ignite-checkpoint. Resume stops on it rather than fall back to older files."""
 
 
-def checkpoint_name(epoch: int, iteration: int) -> str:
+def checkpoint_name(epoch: int, iteration: int, sharded: bool = False) -> str:
     """The file name of the checkpoint taken in ``epoch`` after global ``iteration``, e.g.
-    ``checkpoint_e0003_i00000150.pt``. Zero-padded, so names sort like the runs' progress
-    (numerically beyond 9999 epochs or 10^8 iterations, see :func:`list_checkpoints`)."""
-    return f"checkpoint_e{epoch:04d}_i{iteration:08d}.pt"
+    ``checkpoint_e0003_i00000150.pt``, or with ``sharded`` its folder's name (no ``.pt``).
+    Zero-padded, so names sort like the runs' progress (numerically beyond 9999 epochs or
+    10^8 iterations, see :func:`list_checkpoints`)."""
+    return f"checkpoint_e{epoch:04d}_i{iteration:08d}{'' if sharded else '.pt'}"
 
 
 def list_checkpoints(dirname: str | os.PathLike[str]) -> list[str]:
-    """The paths of the checkpoint files in ``dir``, oldest first (by epoch, then
-    iteration, compared as numbers). Temporary files of unfinished saves are not listed.
-    An absent folder holds none."""
+    """The paths of the checkpoints in ``dir`` (files, and folders of sharded ones), oldest
+    first (by epoch, then iteration, compared as numbers). Temporary files and folders of
+    unfinished saves are not listed. An absent folder holds none."""
     try:
         names = os.listdir(dirname)
     except FileNotFoundError:
@@ -123,8 +138,48 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     checksum does not match), holds anything the weights-only loader refuses, or is some other
     torch file; :class:`NewerFormatError` when a newer ignite-checkpoint wrote it. A file written
     before checkpoints carried a checksum loads unverified, with an INFO log saying so.
+
+    For a sharded checkpoint (a folder), this reads its ``ignite.pt`` and checks that the
+    folder's torch.distributed.checkpoint metadata names every sharded object; the result's
+    ``"sharded"`` maps those names to ``"model"`` or ``"optimizer"``, and their shards stay
+    on disk: ``torch.distributed.checkpoint.load`` reads them, on every rank. DCP's metadata is
+    a pickle: read only folders you trust.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_sharded(path)
+    return _load_file(path)
+
+
+def _load_sharded(path: str) -> dict[str, Any]:
+    """:func:`load_checkpoint` of a sharded checkpoint's folder."""
+    import torch.distributed.checkpoint as dcp
+
+    state_file = os.path.join(path, SHARDED_STATE_FILE)
+    if not os.path.exists(state_file):
+        raise CheckpointError(
+            f"Sharded checkpoint {path!r} is incomplete: it has no {SHARDED_STATE_FILE}, which its save writes last "
+            "(a folder with a checkpoint's name that ignite-checkpoint did not finish, or a copy that lost it)"
+        )
+    state = _load_file(state_file)
+    sharded = state.get("sharded")
+    if not isinstance(sharded, dict):
+        raise CheckpointError(f"{state_file!r} lacks its 'sharded' entry: it is not the state file of a sharded checkpoint")
+    try:
+        metadata = dcp.FileSystemReader(path).read_metadata()
+    except Exception as error:  # missing, truncated or foreign .metadata
+        raise CheckpointError(
+            f"Sharded checkpoint {path!r} has no readable torch.distributed.checkpoint metadata: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    keys = metadata.state_dict_metadata
+    lacking = [name for name in sharded if not any(key.startswith(f"{name}.") for key in keys)]
+    if lacking:
+        raise CheckpointError(f"Sharded checkpoint {path!r} holds no shards of {', '.join(map(repr, lacking))}")
+    return state
+
+
+def _load_file(path: str) -> dict[str, Any]:
     try:
         file = open(path, "rb")
     except FileNotFoundError:
@@ -442,20 +497,22 @@ class _BackgroundWriter:
 
     def __init__(self, dirname: str) -> None:
         self._dirname = dirname
-        self._jobs: queue.SimpleQueue[tuple[Any, _Snapshot | None, str, Callable[[], None], threading.Event] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[
+            tuple[Any, _Snapshot | None, str, Callable[[], None], Future[Any] | None, threading.Event] | None
+        ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._written: threading.Event | None = None  # set once the newest job is finished
         self._error: BaseException | None = None
 
-    def submit(self, payload: Any, snapshot: _Snapshot | None, path: str, done: Callable[[], None]) -> None:
+    def submit(
+        self, payload: Any, snapshot: _Snapshot | None, path: str, done: Callable[[], None], upload: Future[Any] | None = None
+    ) -> None:
         """Once ``snapshot``'s copies are done, serialize ``payload`` (its result) and write it
         to ``path``, then call ``done``. Without a snapshot, ``payload`` is already serialized
-        (:func:`_serialized`)."""
+        (:func:`_serialized`). With ``upload`` (a sharded save's future), wait for it first."""
         self.wait()
         self._written = threading.Event()
-        self._jobs.put((payload, snapshot, path, done, self._written))
+        self._jobs.put((payload, snapshot, path, done, upload, self._written))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ignite-checkpoint-writer", daemon=True)
             self._thread.start()
@@ -465,9 +522,11 @@ class _BackgroundWriter:
         directory_fd = _open_directory(self._dirname)
         try:
             while (job := self._jobs.get()) is not None:
-                payload, snapshot, path, done, written = job
+                payload, snapshot, path, done, upload, written = job
                 del job
                 try:
+                    if upload is not None:
+                        upload.result()  # every rank's shards are on disk (DCP's coordinator waits for them)
                     if snapshot is None:
                         data = payload
                     else:
@@ -483,7 +542,7 @@ class _BackgroundWriter:
                     error.add_note(f"while writing the checkpoint {path} on the ignite-checkpoint-writer thread")
                     self._error = error
                 finally:
-                    payload = data = snapshot = None
+                    payload = data = snapshot = upload = None
                     written.set()
         finally:
             if directory_fd is not None:
@@ -632,18 +691,126 @@ def _check_objects(objects: Any) -> dict[str, Any]:
     return dict(objects)
 
 
-def _refuse_sharded(objects: Mapping[str, Any]) -> None:
-    """Refuse a model sharded with FSDP2 (DTensor parameters): one file from rank 0 cannot hold
-    every rank's shards, and saving them through torch.distributed.checkpoint is not done yet."""
-    from torch.distributed.tensor import DTensor
+class _Sharded:
+    """The objects saved with torch.distributed.checkpoint: modules with DTensor parameters
+    (sharded with FSDP2's ``fully_shard``, or otherwise), and the optimizers of their
+    parameters, each paired with the module whose parameter names key its state."""
 
-    for name, obj in objects.items():
-        parameters = obj.parameters() if isinstance(obj, torch.nn.Module) else ()
-        if any(isinstance(p, DTensor) for p in parameters):
-            raise NotImplementedError(
-                f"checkpoint option objects[{name!r}] is sharded (DTensor parameters, e.g. fully_shard): this "
-                "plugin saves one file from rank 0 and cannot checkpoint sharded models yet; save them with "
-                "torch.distributed.checkpoint yourself, or pass plugins={'checkpoint': False}"
+    def __init__(self, objects: Mapping[str, Any]) -> None:
+        from torch.distributed.tensor import DTensor
+
+        self.modules: dict[str, torch.nn.Module] = {
+            name: obj
+            for name, obj in objects.items()
+            if isinstance(obj, torch.nn.Module) and any(isinstance(p, DTensor) for p in obj.parameters())
+        }
+        self.optimizers: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+        for name, obj in objects.items():
+            if not isinstance(obj, torch.optim.Optimizer):
+                continue
+            parameters = {id(p) for group in obj.param_groups for p in group["params"]}
+            if not any(isinstance(p, DTensor) for group in obj.param_groups for p in group["params"]):
+                continue
+            owner = next((m for m in self.modules.values() if parameters <= {id(p) for p in m.parameters()}), None)
+            if owner is None:
+                raise ValueError(
+                    f"checkpoint option objects[{name!r}] ({type(obj).__name__}) optimizes sharded (DTensor) "
+                    "parameters, and no sharded module in objects holds all of them: name the model it optimizes in "
+                    f"objects too, e.g. {{'model': model, {name!r}: optimizer}} (torch.distributed.checkpoint keys an "
+                    "optimizer's state by its model's parameter names)"
+                )
+            self.optimizers[name] = (owner, obj)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Name -> "model" or "optimizer": what a sharded checkpoint's state file records."""
+        return {**dict.fromkeys(self.modules, "model"), **dict.fromkeys(self.optimizers, "optimizer")}
+
+    def state_dicts(self) -> dict[str, Any]:
+        """Each object's sharded state (its DTensors are the live shards: no copy), by name."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        states: dict[str, Any] = {name: get_model_state_dict(module) for name, module in self.modules.items()}
+        for name, (module, optimizer) in self.optimizers.items():
+            states[name] = get_optimizer_state_dict(module, optimizer)
+        return states
+
+    def load_state_dicts(self, states: Mapping[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        for name, module in self.modules.items():
+            set_model_state_dict(module, states[name])
+        for name, (module, optimizer) in self.optimizers.items():
+            set_optimizer_state_dict(module, optimizer, states[name])
+
+    def on_cuda(self) -> bool:
+        return any(p.device.type == "cuda" for module in self.modules.values() for p in module.parameters())
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a checkpoint folder: renamed to a temporary name first, so that a removal cut
+    short leaves no half folder under a checkpoint's name (the next start sweeps it)."""
+    dirname, name = os.path.split(path)
+    doomed = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{name}.removed{_TEMPORARY_SUFFIX}")
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _publish_folder(temporary: str, path: str) -> None:
+    """Rename a finished sharded save's folder to its final name, durably. A folder already
+    there (a save of the same epoch and iteration, e.g. the epoch's after its last batch's) is
+    set aside first and removed once the new one is in place; if the process dies between the
+    two renames, the next start puts it back."""
+    _fsync_folder(temporary)  # the entries of DCP's files and of the state file
+    aside = None
+    if os.path.exists(path):
+        dirname, name = os.path.split(path)
+        aside = os.path.join(dirname, f"{_TEMPORARY_PREFIX}{name}{_REPLACED_SUFFIX}")
+        os.rename(path, aside)
+    os.rename(temporary, path)
+    _fsync_folder(os.path.dirname(path) or ".")
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = _open_directory(folder)
+    if fd is not None:
+        try:
+            _fsync_directory(fd)
+        finally:
+            os.close(fd)
+
+
+def _check_sharding(path: str, state: Mapping[str, Any], kinds: Mapping[str, str]) -> None:
+    """Refuse a checkpoint whose objects were sharded where this run's are not, or the reverse."""
+    saved = state.get("sharded")
+    if kinds and saved is None:
+        raise CheckpointError(
+            f"Checkpoint {path!r} was saved by a run whose objects were not sharded (one file), and this run's "
+            f"{', '.join(f'objects[{name!r}]' for name in kinds)} are sharded (DTensor parameters): resume it with "
+            "the model as it was saved (unsharded, or in DDP), or give this run another dir. Its model state is a "
+            "full state dict: torch.distributed.checkpoint.state_dict.set_model_state_dict(model, state, "
+            "options=StateDictOptions(full_state_dict=True)) loads it into a sharded model"
+        )
+    if saved is not None and not kinds:
+        raise CheckpointError(
+            f"Checkpoint {path!r} is sharded (saved with torch.distributed.checkpoint, its "
+            f"{', '.join(f'objects[{name!r}]' for name in saved)} as shards), and this run's objects are not sharded: "
+            "resume it with the model sharded as it was (fully_shard), or give this run another dir; "
+            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save turns its shards into one torch file"
+        )
+    if saved is not None:
+        # A name saved as shards and given now unsharded, or sharded now as another kind; names
+        # sharded now and absent from the checkpoint are reported as missing.
+        differ = sorted(name for name in kinds if name in saved and saved[name] != kinds[name])
+        if differ:
+            raise CheckpointError(
+                f"Sharded checkpoint {path!r} holds shards of {sorted(saved)} and this run shards {sorted(kinds)} "
+                f"(they differ on {differ}): resume with the objects it was saved with, or give this run another dir"
             )
 
 
@@ -744,7 +911,7 @@ class Checkpoint:
         if not self.dir:
             raise ValueError("checkpoint option dir must not be empty; pass '.' for the current folder")
         self.objects = _check_objects(objects)
-        _refuse_sharded(self.objects)
+        self._sharded = _Sharded(self.objects)  # saved with torch.distributed.checkpoint, when any
         self.every_iterations = _positive_int_or_none("every_iterations", every_iterations)
         self.every_epochs = _positive_int_or_none("every_epochs", every_epochs)
         if self.every_iterations is None and self.every_epochs is None:
@@ -764,6 +931,13 @@ class Checkpoint:
         self._writer = _BackgroundWriter(self.dir)
         self._buffers = _HostBuffers()  # the snapshots' host memory, reused from save to save
         self._lock: int | None = None  # descriptor of the folder's lock, held from TRAINING_STARTED to the run's end
+        # Sharded saves: their own gloo group (DCP's collectives run on the upload thread, beside the
+        # training's), the newest save's upload, the staging buffers DCP reuses, a count for unique
+        # temporary folders (a rank may start the next save before rank 0 renamed the previous one).
+        self._save_group: Any = None
+        self._upload: tuple[Future[Any], str] | None = None  # and the checkpoint it is part of
+        self._stager: Any = None
+        self._sharded_saves = 0
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -777,6 +951,9 @@ class Checkpoint:
             self._lock = _lock_folder(self.dir)
             # Only now: without the lock, these could be another run's saves in progress.
             self._remove_temporary_files()
+        if self._sharded.kinds and self._save_group is None and torch.distributed.is_initialized():
+            # On every rank, after rank 0's sweep above: no rank writes a shard before this returns.
+            self._save_group = torch.distributed.new_group(backend="gloo")
         if self._started:
             return
         self._started = True
@@ -817,7 +994,10 @@ class Checkpoint:
             try:
                 self._save_on_preemption(trainer)
             finally:
-                self._writer.close()
+                try:
+                    self._close_sharded()
+                finally:
+                    self._writer.close()
         finally:
             self._release()
 
@@ -825,8 +1005,16 @@ class Checkpoint:
     def ignite_exception_raised(self, trainer: Trainer, exception: BaseException) -> None:
         """Finish the pending write; on KeyboardInterrupt, save the point reached, unless the
         newest checkpoint already holds it (see the README for what an interrupt inside an
-        update means). Never a collective here: a failing rank must exit at once."""
+        update means). Never a collective here: a failing rank must exit at once, so a sharded
+        save of several ranks still in progress is abandoned (it never becomes a checkpoint)."""
+        if self._upload is not None and distributed.world_size() > 1:
+            # Its upload may wait for a rank that is gone; the finished checkpoints stay.
+            logger.warning("The sharded save %s in progress is abandoned: this rank stops", self._upload[1])
+            self._upload = None
+            self._writer = _BackgroundWriter(self.dir)  # the old one's job would wait for that upload
+            self._stager = None
         try:
+            self._close_sharded()
             self._writer.wait()
         except Exception:  # the run's own exception is the one to report
             logger.exception("Writing the last checkpoint failed")
@@ -877,7 +1065,8 @@ class Checkpoint:
             else:
                 logger.info("Interrupted at iteration %d, which %s already holds: nothing to save", iteration, self._written[-1])
             return
-        path = os.path.join(self.dir, checkpoint_name(state["current_epoch"], iteration))
+        sharded = bool(self._sharded.kinds)
+        path = os.path.join(self.dir, checkpoint_name(state["current_epoch"], iteration, sharded))
         if inside_update:
             logger.warning(
                 "Interrupted inside iteration %d, before its output was recorded: saving as after iteration %d. "
@@ -888,7 +1077,11 @@ class Checkpoint:
                 trainer.current_iteration,
                 path,
             )
-        self._write(state, path, None)
+        if sharded:  # one process: DCP's collectives have no one to wait for
+            self._save_sharded(state, None)
+            self._wait_upload()
+        else:
+            self._write(state, path, None)
         self._writer.wait()
         logger.info("Interrupted: saved %s (epoch %d, iteration %d)", path, state["current_epoch"], iteration)
 
@@ -916,6 +1109,7 @@ class Checkpoint:
     def wait(self) -> None:
         """Block until every checkpoint saved so far is complete on disk (the run's end does
         this itself); re-raises the error of a failed write."""
+        self._wait_upload()
         self._writer.wait()
 
     def save(self, trainer: Trainer) -> str | None:
@@ -926,6 +1120,8 @@ class Checkpoint:
         state = trainer.state_dict()
         ranks = distributed.all_gather_object(state) if distributed.world_size() > 1 else None
         self._last_save_iteration = state["current_iteration"]  # on every rank (see _save_on_preemption)
+        if self._sharded.kinds:
+            return self._save_sharded(state, ranks)
         if not distributed.is_main_process():
             return None
         path = os.path.join(self.dir, checkpoint_name(state["current_epoch"], state["current_iteration"]))
@@ -933,16 +1129,81 @@ class Checkpoint:
         logger.debug("Saving %s", path)
         return path
 
-    def _write(self, trainer_state: dict[str, Any], path: str, ranks: list[dict[str, Any]] | None) -> None:
+    def _save_sharded(self, trainer_state: dict[str, Any], ranks: list[dict[str, Any]] | None) -> str | None:
+        """Every rank: write this rank's shards into a temporary folder with DCP's async_save
+        (the training thread only copies them to host buffers); rank 0: once every rank's are
+        on disk, write the state file there and rename the folder to its final name."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+        # The staging buffers are reused: the previous upload must be done reading them.
+        self._wait_upload()
+        self._sharded_saves += 1  # alike on every rank: saves happen at the same points
+        path = os.path.join(self.dir, checkpoint_name(trainer_state["current_epoch"], trainer_state["current_iteration"], True))
+        temporary = os.path.join(
+            self.dir, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{self._sharded_saves}{_TEMPORARY_SUFFIX}"
+        )
+        if self._stager is None:
+            cuda = self._sharded.on_cuda()
+            # On the GPU: pinned buffers, non-blocking copies, one wait for them per save.
+            self._stager = DefaultStager(StagingOptions(cuda, False, False, cuda))
+        upload = dcp.async_save(
+            self._sharded.state_dicts(), checkpoint_id=temporary, process_group=self._save_group, async_stager=self._stager
+        )
+        assert isinstance(upload, Future), type(upload)  # a synchronous stager: no separate staging future
+        self._upload = (upload, path)
+        if not distributed.is_main_process():
+            return None
+        self._write(trainer_state, path, ranks, (temporary, upload))
+        logger.debug("Saving %s", path)
+        return path
+
+    def _wait_upload(self) -> None:
+        """Wait until this rank's shards of the newest sharded save are written. Rank 0 hears
+        of a failed upload through its writer (which waits for it too); other ranks here."""
+        pending, self._upload = self._upload, None
+        if pending is None:
+            return
+        upload, path = pending
+        if distributed.is_main_process():
+            concurrent.futures.wait([upload])
+            return
+        try:
+            upload.result()
+        except BaseException as error:
+            error.add_note(f"while rank {distributed.rank()} wrote its shards of {path} with torch.distributed.checkpoint")
+            raise
+
+    def _close_sharded(self) -> None:
+        self._wait_upload()
+        stager, self._stager = self._stager, None
+        if stager is not None:
+            stager.close()
+
+    def _write(
+        self,
+        trainer_state: dict[str, Any],
+        path: str,
+        ranks: list[dict[str, Any]] | None,
+        sharded: tuple[str, Future[Any]] | None = None,
+    ) -> None:
+        """Rank 0: write the checkpoint file at ``path``; with ``sharded`` (the temporary folder
+        and its upload), its state file in that folder, published as ``path`` once uploaded."""
         payload: dict[str, Any] = {
             "format": FORMAT,
             # Refuses here, naming where, what a weights-only load would refuse; the trainer's
             # state comes encoded from trainer.state_dict().
             "trainer": trainer_state,
-            "objects": {name: encode(obj.state_dict(), f"objects[{name!r}]") for name, obj in self.objects.items()},
+            "objects": {
+                name: encode(obj.state_dict(), f"objects[{name!r}]")
+                for name, obj in self.objects.items()
+                if name not in self._sharded.kinds
+            },
         }
         if ranks is not None:
             payload["trainer_ranks"] = ranks
+        if sharded is not None:
+            payload["sharded"] = self._sharded.kinds
         background = self.background_serialization
         if background is None:
             background = _holds_device_tensors(payload)
@@ -967,13 +1228,25 @@ class Checkpoint:
             self._written.append(path)
             self._prune()
 
-        self._writer.submit(data, snapshot, path, written)
+        if sharded is None:
+            self._writer.submit(data, snapshot, path, written)
+            return
+        temporary, upload = sharded
+
+        def published() -> None:
+            _publish_folder(temporary, path)
+            written()
+
+        self._writer.submit(data, snapshot, os.path.join(temporary, SHARDED_STATE_FILE), published, upload)
 
     def _prune(self) -> None:
         if self.keep is None:
             return
         while len(self._written) > self.keep:
             old = self._written.pop(0)
+            if os.path.isdir(old):
+                _remove_tree(old)
+                continue
             try:
                 os.unlink(old)
             except FileNotFoundError:
@@ -982,9 +1255,20 @@ class Checkpoint:
     def _remove_temporary_files(self) -> None:
         removed = 0
         for name in os.listdir(self.dir):
-            if name.startswith(_TEMPORARY_PREFIX) and name.endswith(_TEMPORARY_SUFFIX):
+            path = os.path.join(self.dir, name)
+            if name.startswith(_TEMPORARY_PREFIX) and name.endswith(_REPLACED_SUFFIX):
+                final = os.path.join(self.dir, name[len(_TEMPORARY_PREFIX) : -len(_REPLACED_SUFFIX)])
+                if os.path.exists(final):  # its replacement landed
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.rename(path, final)
+                    logger.warning("Put back %s, set aside for a replacement that was never finished", final)
+            elif name.startswith(_TEMPORARY_PREFIX) and name.endswith(_TEMPORARY_SUFFIX):
                 try:
-                    os.unlink(os.path.join(self.dir, name))
+                    if os.path.isdir(path):  # an unfinished sharded save
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
                     removed += 1
                 except FileNotFoundError:  # pragma: no cover - removed meanwhile
                     pass
@@ -1114,10 +1398,13 @@ class Checkpoint:
         readable = []
         for path in paths:
             try:
-                with open(path, "rb") as file:
-                    verified = _verify_checksum(file, path)
-                if not verified:
+                if os.path.isdir(path):  # sharded: its state file and DCP's metadata
                     load_checkpoint(path)
+                else:
+                    with open(path, "rb") as file:
+                        verified = _verify_checksum(file, path)
+                    if not verified:
+                        load_checkpoint(path)
             except OSError as error:
                 reason = f"{path}: {type(error).__name__}: {error}"
             except CheckpointError as error:
@@ -1131,7 +1418,9 @@ class Checkpoint:
     def _restore(self, trainer: Trainer, path: str, state: dict[str, Any]) -> None:
         """Restore the trainer and the objects from ``state``, all or nothing: everything is
         validated before anything changes, and a step that fails anyway is rolled back."""
-        saved = state["objects"]
+        kinds = self._sharded.kinds
+        _check_sharding(path, state, kinds)
+        saved = {**state["objects"], **state.get("sharded", {})}
         missing = [name for name in self.objects if name not in saved]
         if missing:
             raise CheckpointError(
@@ -1144,16 +1433,20 @@ class Checkpoint:
         trainer_state = self._own_trainer_state(path, state)
         states = {}
         for name in self.objects:
+            if name in kinds:
+                continue
             try:
                 states[name] = decode(saved[name])
             except ValueError as error:  # an encoding this version does not know
                 raise CheckpointError(f"Checkpoint {path!r}: objects[{name!r}] cannot be decoded: {error}") from error
-        modules = [name for name, obj in self.objects.items() if isinstance(obj, torch.nn.Module)]
-        others = [name for name in self.objects if name not in modules]
+        modules = [name for name, obj in self.objects.items() if isinstance(obj, torch.nn.Module) and name not in kinds]
+        others = [name for name in self.objects if name not in modules and name not in kinds]
         for name in modules:
             misfit = _module_misfit(path, name, self.objects[name], states[name])
             if misfit is not None:
                 raise CheckpointError(misfit)
+        # Read into copies, on every rank (a collective): nothing changes unless all of it fits.
+        shards = self._read_shards(path) if kinds else None
         # The states to go back to: the trainer's, and deep copies of the other objects'
         # (modules, validated above, are loaded last and need none).
         before = {name: self._snapshot(path, name) for name in others}
@@ -1170,6 +1463,8 @@ class Checkpoint:
                         f"Checkpoint {path!r}: {culprit} was refused, so nothing was restored: "
                         f"{type(error).__name__}: {error}"
                     ) from error
+            if shards is not None:  # read and checked above; loaded last, like modules
+                self._sharded.load_state_dicts(shards)
         except BaseException as error:
             # Every snapshot, not only those loaded: a plugin's state (LR reduction) may set an object.
             self._roll_back(trainer, trainer_before, before, error)
@@ -1183,6 +1478,24 @@ class Checkpoint:
             state["trainer"]["current_iteration"],
             _where(state["trainer"]),
         )
+
+    def _read_shards(self, path: str) -> dict[str, Any]:
+        """The sharded objects' states in ``path``, read by torch.distributed.checkpoint into
+        copies of their current states (which give the shards' layout on this run's ranks:
+        DCP reshards a checkpoint saved by another number of ranks)."""
+        import torch.distributed.checkpoint as dcp
+
+        states = copy.deepcopy(self._sharded.state_dicts())
+        try:
+            dcp.load(states, checkpoint_id=path)
+        except Exception as error:
+            text = str(error).strip()
+            raise CheckpointError(
+                f"Sharded checkpoint {path!r} does not fit objects {', '.join(map(repr, self._sharded.kinds))} "
+                f"(torch.distributed.checkpoint: {type(error).__name__}: {text.splitlines()[0] if text else ''}): resume "
+                "with the model and optimizer it was saved with, or give this run another dir"
+            ) from error
+        return states
 
     def _snapshot(self, path: str, name: str) -> Any:
         try:
@@ -1206,15 +1519,31 @@ class Checkpoint:
 
     @staticmethod
     def _own_trainer_state(path: str, state: dict[str, Any]) -> dict[str, Any]:
-        """This rank's trainer state: its own when every rank's was saved."""
+        """This rank's trainer state: its own when every rank's was saved. Another number of
+        processes resumes only from the end of an epoch (a data sampler splits an epoch by
+        the number of ranks), each rank from rank 0's state."""
         ranks, world = state.get("trainer_ranks"), distributed.world_size()
         if ranks is not None:
-            if len(ranks) != world:
+            if len(ranks) == world:
+                return ranks[distributed.rank()]
+            if state["trainer"].get("position") is not None:
                 raise CheckpointError(
-                    f"Checkpoint {path!r} was saved by {len(ranks)} processes and this run has {world}: resume it "
-                    "with the same number of processes"
+                    f"Checkpoint {path!r} was saved by {len(ranks)} processes in the middle of an epoch "
+                    f"({_where(state['trainer'])}) and this run has {world}: the ranks' samplers split an epoch by "
+                    f"their number, so the rest of that epoch cannot be found. Resume it with {len(ranks)} processes, "
+                    f"or with {world} from a checkpoint taken at an epoch's end (every_epochs)"
                 )
-            return ranks[distributed.rank()]
+            if distributed.is_main_process():
+                logger.warning(
+                    "Checkpoint %s was saved by %d processes and this run has %d: %severy rank resumes with rank 0's "
+                    "trainer state (its histories and random streams), so the run is not the one the %d would have made",
+                    path,
+                    len(ranks),
+                    world,
+                    "the shards are redistributed by torch.distributed.checkpoint; " if "sharded" in state else "",
+                    len(ranks),
+                )
+            return state["trainer"]
         if world > 1 and distributed.is_main_process():
             logger.warning(
                 "Checkpoint %s holds one process's trainer state: every rank resumes from it, so the other ranks' "

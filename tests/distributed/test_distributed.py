@@ -73,8 +73,11 @@ def torchrun(
     before_retry: Callable[[], None] | None = None,
     max_restarts: int = 0,
     nodes: int = 1,
+    worker: Path = WORKER,
+    nproc: int = 2,
 ) -> subprocess.CompletedProcess:
-    """Run the worker's ``cases`` on 2 ranks; stdout and stderr of the agent and both ranks.
+    """Run the worker's ``cases`` on 2 ranks (``nproc`` on one node); stdout and stderr of the
+    agent and the ranks.
     ``before_retry`` puts back what a launch that is run again must start from (the files a
     resume reads: the first attempt wrote newer ones). ``nodes=2``: as two machines of one
     process each, two torchrun agents meeting through a c10d rendezvous on 127.0.0.1 (see
@@ -97,12 +100,12 @@ def torchrun(
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
-                "--nproc_per_node=2",
+                f"--nproc_per_node={nproc}",
                 *where,
                 f"--max_restarts={max_restarts}",
                 f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
                 "--tee=3",  # each rank's output also in a file of its own: see rank_output()
-                str(WORKER),
+                str(worker),
                 str(out),
                 *cases,
             ]

@@ -3,8 +3,7 @@
 Usage: python fsdp_training_worker.py RANK WORLD_SIZE FOLDER
 Trains a model sharded with ``fully_shard`` with the Trainer, unchanged, and the same model
 unsharded with a hand-written loop on the same batches; writes FOLDER/result<RANK>.json with the
-largest difference between their full parameters and whether the parameters are DTensors,
-and the checkpoint plugin's refusal of the sharded model.
+largest difference between their full parameters and whether the parameters are DTensors.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from ignite import PluginError, Trainer
+from ignite import Trainer
 
 
 def main(rank: int, world_size: int, folder: str) -> None:
@@ -67,22 +66,6 @@ def main(rank: int, world_size: int, folder: str) -> None:
         "iterations": trainer.current_iteration,
         "history": len(trainer.training_history),
     }
-    try:
-        Trainer(
-            batches,
-            update,
-            plugins={
-                "checkpoint": {
-                    "dir": os.path.join(folder, "ck"),
-                    "objects": {"net": model},
-                }
-            },
-        )
-    except (
-        PluginError
-    ) as error:  # the plugin's refusal, wrapped by the core with the plugin's name
-        result["checkpoint_error"] = f"{error} {error.__cause__}"
-    result["checkpoint_folder_made"] = os.path.exists(os.path.join(folder, "ck"))
     with open(os.path.join(folder, f"result{rank}.json"), "w") as file:
         json.dump(result, file)
     dist.destroy_process_group()
