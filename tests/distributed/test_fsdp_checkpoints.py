@@ -71,6 +71,19 @@ def test_the_remains_of_interrupted_saves_are_never_resumed_from_nor_lost(main_r
     listing = found[0]["listing"]
     assert not [name for name in listing if name.endswith((".tmp", ".replaced"))], listing  # swept
     assert "checkpoint_e0003_i00000017.unreadable" in listing, listing  # set aside, not deleted
+    assert "checkpoint_e0002_i00000012" in listing, listing  # put back: its replacement never landed
+
+
+def test_a_save_at_an_epochs_end_replaces_the_save_of_its_last_iteration(main_run: Path) -> None:
+    from ignite_checkpoint import list_checkpoints, load_checkpoint
+
+    folder = main_run / "epochs"
+    saved = list_checkpoints(folder)
+    assert [os.path.basename(path) for path in saved] == ["checkpoint_e0001_i00000003", "checkpoint_e0001_i00000006"]
+    position = load_checkpoint(saved[0])["trainer"]["position"]
+    assert (position["phase"], position["batches_done"]) == ("training", 3)
+    assert load_checkpoint(saved[1])["trainer"]["position"] is None  # the epoch's end, not its last batch
+    assert sorted(os.listdir(folder)) == [".ignite-checkpoint.lock", *map(os.path.basename, saved)]
 
 
 def test_another_number_of_ranks_resumes_an_epoch_end_checkpoint_resharded(main_run: Path, tmp_path: Path) -> None:

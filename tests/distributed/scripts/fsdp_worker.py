@@ -15,7 +15,8 @@ full (unsharded) parameters and optimizer states where the tests compare them bi
 ``leftovers``      a copy of ``full``'s folder with the remains of interrupted saves added (a
                    temporary folder, a folder under a checkpoint's name without its state file, a
                    folder set aside for a replacement), resumed: only finished saves count.
-``epoch_saves``    1 epoch, a checkpoint at its end; its full parameters.
+``epoch_saves``    1 epoch, saves every 3 iterations and at its end (which replaces the save of
+                   its last iteration, same name); its full parameters.
 ``reshard``        (3 ranks) resumes ``epoch_saves``' checkpoint, saved by 2 ranks, and trains
                    one more epoch; then tries ``full``'s, saved in the middle of an epoch.
 ``mismatch``       a sharded run given a folder of unsharded checkpoints and the reverse; an
@@ -139,6 +140,9 @@ def case_leftovers(rank: int, out: str) -> dict:
         os.unlink(os.path.join(partial, "ignite.pt"))
         # A folder set aside for a replacement that then landed: the replaced one goes.
         shutil.copytree(os.path.join(folder, newest), os.path.join(folder, f".{CHECKPOINT}_{newest}.replaced"))
+        # One set aside for a replacement that never landed (the process died between the renames): put back.
+        oldest = "checkpoint_e0002_i00000012"
+        os.rename(os.path.join(folder, oldest), os.path.join(folder, f".{CHECKPOINT}_{oldest}.replaced"))
     dist.barrier()
     # The run that made full's checkpoints resumed from its newest: it goes on to 4 epochs.
     model, optimizer = build(seed=1)
@@ -153,7 +157,8 @@ def case_leftovers(rank: int, out: str) -> dict:
 
 def case_epoch_saves(rank: int, out: str) -> dict:
     model, optimizer = build()
-    trainer = trainer_for(model, optimizer, rank, dir=os.path.join(out, "epochs"), every_iterations=None, every_epochs=1)
+    # Saves after iteration 3 and 6, and at the epoch's end: that one replaces the save of iteration 6.
+    trainer = trainer_for(model, optimizer, rank, dir=os.path.join(out, "epochs"), every_iterations=3, every_epochs=1)
     trainer.run(1)
     torch.save(full_state(model, optimizer), os.path.join(out, f"epoch_saves_rank{rank}.pt"))
     return outcome(trainer)
