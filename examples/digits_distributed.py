@@ -5,10 +5,10 @@ default, FSDP2 (``fully_shard``) with ``--fsdp``. Launch it with torchrun (gloo 
     torchrun --nproc-per-node=2 examples/digits_distributed.py --epochs 10 --resume
 
 Each rank trains on its share of the batches (a DistributedSampler, whose epoch the Trainer
-sets) and validates on all of them. With DDP the checkpoint plugin saves model, optimizer and
-every rank's trainer state under ``--checkpoint-dir`` each epoch (rank 0 writes) and ``--resume``
-continues from the newest one. With ``--fsdp`` no checkpoint is written: the checkpoint plugin
-does not save sharded models yet and refuses them, so this example disables it and says so.
+sets) and validates on all of them. The checkpoint plugin saves model, optimizer and every
+rank's trainer state under ``--checkpoint-dir`` each epoch and ``--resume`` continues from the
+newest one: with DDP one file (rank 0 writes it); with ``--fsdp`` a folder per checkpoint, in
+which every rank writes its shards through torch.distributed.checkpoint.
 """
 
 from __future__ import annotations
@@ -127,20 +127,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "metrics" in installed_plugins():
         plugins["metrics"] = {"metrics": {"accuracy": {"name": "MulticlassAccuracy", "num_classes": 10, "average": "micro"}}}
     if "checkpoint" in installed_plugins():
-        if args.fsdp:
-            plugins["checkpoint"] = False
-            if rank == 0:
-                logger.info(
-                    "--fsdp: no checkpoints (the checkpoint plugin does not save sharded models yet)"
-                )
-        else:
-            plugins["checkpoint"] = {
-                "dir": args.checkpoint_dir,
-                "objects": {"model": model, "optimizer": optimizer},
-                "every_epochs": 1,
-                "keep": 2,
-                "resume": args.resume,
-            }
+        plugins["checkpoint"] = {
+            "dir": args.checkpoint_dir,
+            # DDP: the inner model, so the saved keys have no "module." prefix; FSDP2 shards it in place.
+            "objects": {"model": model, "optimizer": optimizer},
+            "every_epochs": 1,
+            "keep": 2,
+            "resume": args.resume,
+        }
     trainer = Trainer(
         train_loader,
         training_update_function,

@@ -293,7 +293,14 @@ def test_digits_distributed_with_ddp_checkpoints_and_resumes_on_two_gloo_ranks(t
         assert 0.6 < accuracy <= 1 and accuracy * 360 == pytest.approx(round(accuracy * 360), abs=1e-4)
 
 
-def test_digits_distributed_with_fsdp_trains_one_epoch_on_two_gloo_ranks(tmp_path: Path) -> None:
-    output = torchrun_example(DIGITS_DISTRIBUTED, "--fsdp", "--epochs", "1", "--checkpoint-dir", "ck", cwd=tmp_path)
-    assert "rank 0 summary: {'epochs': 1, 'iterations': 23" in output, output
-    assert not (tmp_path / "ck").exists()  # no sharded checkpoints yet, and nothing pretends otherwise
+@needs_checkpoint
+def test_digits_distributed_with_fsdp_checkpoints_shards_and_resumes_on_two_gloo_ranks(tmp_path: Path) -> None:
+    first = torchrun_example(DIGITS_DISTRIBUTED, "--fsdp", "--epochs", "1", "--checkpoint-dir", "ck", cwd=tmp_path)
+    assert "rank 0 summary: {'epochs': 1, 'iterations': 23" in first, first
+    assert [n for n in os.listdir(tmp_path / "ck") if n.startswith("checkpoint")] == ["checkpoint_e0001_i00000023"]
+    assert sorted(os.listdir(tmp_path / "ck" / "checkpoint_e0001_i00000023")) == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp", "ignite.pt"
+    ]  # fmt: skip
+    resumed = torchrun_example(DIGITS_DISTRIBUTED, "--fsdp", "--epochs", "2", "--checkpoint-dir", "ck", "--resume", cwd=tmp_path)
+    assert "Resumed from ck/checkpoint_e0001_i00000023: epoch 1, iteration 23 (end of the epoch)" in resumed, resumed
+    assert "rank 0 summary: {'epochs': 2, 'iterations': 46" in resumed, resumed
