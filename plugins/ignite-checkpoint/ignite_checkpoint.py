@@ -882,7 +882,9 @@ class Checkpoint:
 
     Only the main process (rank 0) writes files, and it locks the folder for the run (a second
     run writing it is refused at TRAINING_STARTED); every rank loads on resume, so the folder
-    must be visible to all of them.
+    must be visible to all of them. Objects sharded with FSDP2 (DTensor parameters) are the
+    exception: every rank writes its shards with torch.distributed.checkpoint (see the module
+    docstring and the README).
     """
 
     #: Last among plugins at each event (ignite.hookspecs): it saves what the controllers decided.
