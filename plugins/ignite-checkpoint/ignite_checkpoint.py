@@ -498,21 +498,26 @@ class _BackgroundWriter:
     def __init__(self, dirname: str) -> None:
         self._dirname = dirname
         self._jobs: queue.SimpleQueue[
-            tuple[Any, _Snapshot | None, str, Callable[[], None], Future[Any] | None, threading.Event] | None
+            tuple[Any, _Snapshot | None, str, Callable[[], None], Callable[[], None] | None, threading.Event] | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._written: threading.Event | None = None  # set once the newest job is finished
         self._error: BaseException | None = None
 
     def submit(
-        self, payload: Any, snapshot: _Snapshot | None, path: str, done: Callable[[], None], upload: Future[Any] | None = None
+        self,
+        payload: Any,
+        snapshot: _Snapshot | None,
+        path: str,
+        done: Callable[[], None],
+        first: Callable[[], None] | None = None,
     ) -> None:
         """Once ``snapshot``'s copies are done, serialize ``payload`` (its result) and write it
         to ``path``, then call ``done``. Without a snapshot, ``payload`` is already serialized
-        (:func:`_serialized`). With ``upload`` (a sharded save's future), wait for it first."""
+        (:func:`_serialized`). ``first`` runs before all that (a sharded save: wait for its shards)."""
         self.wait()
         self._written = threading.Event()
-        self._jobs.put((payload, snapshot, path, done, upload, self._written))
+        self._jobs.put((payload, snapshot, path, done, first, self._written))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ignite-checkpoint-writer", daemon=True)
             self._thread.start()
@@ -522,11 +527,11 @@ class _BackgroundWriter:
         directory_fd = _open_directory(self._dirname)
         try:
             while (job := self._jobs.get()) is not None:
-                payload, snapshot, path, done, upload, written = job
+                payload, snapshot, path, done, first, written = job
                 del job
                 try:
-                    if upload is not None:
-                        upload.result()  # every rank's shards are on disk (DCP's coordinator waits for them)
+                    if first is not None:
+                        first()
                     if snapshot is None:
                         data = payload
                     else:
@@ -542,7 +547,7 @@ class _BackgroundWriter:
                     error.add_note(f"while writing the checkpoint {path} on the ignite-checkpoint-writer thread")
                     self._error = error
                 finally:
-                    payload = data = snapshot = upload = None
+                    payload = data = snapshot = first = None
                     written.set()
         finally:
             if directory_fd is not None:
@@ -774,6 +779,25 @@ def _publish_folder(temporary: str, path: str) -> None:
     _fsync_folder(os.path.dirname(path) or ".")
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _shards_written(upload: Future[Any], path: str) -> None:
+    """Wait for a sharded save's upload; its failure becomes a CheckpointError naming the
+    checkpoint and each failed rank (DCP's CheckpointException is a BaseException, which
+    ``except Exception`` would not catch)."""
+    from torch.distributed.checkpoint import CheckpointException
+
+    try:
+        upload.result()
+    except CheckpointException as error:
+        # Each failure is the exception, or (exception, traceback summary) in torch 2.13.
+        failures = {rank: found[0] if isinstance(found, tuple) else found for rank, found in error.failures.items()}
+        reasons = "; ".join(f"rank {rank}: {type(failure).__name__}: {failure}" for rank, failure in failures.items())
+        raise CheckpointError(f"Writing the shards of {path} with torch.distributed.checkpoint failed ({reasons})") from error
+    except Exception as error:
+        raise CheckpointError(
+            f"Writing the shards of {path} with torch.distributed.checkpoint failed: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _fsync_folder(folder: str) -> None:
@@ -1118,9 +1142,22 @@ class Checkpoint:
         """Save a checkpoint of the trainer now and prune old ones; returns the path, which
         is complete on disk once the run ends (the write finishes in the background). In a
         distributed run call it on every rank: each rank's trainer state (its histories, its
-        RNG streams) is gathered to rank 0, which writes; other ranks return None."""
+        RNG streams) is gathered to rank 0, which writes; other ranks return None. With
+        sharded objects every rank writes its shards, and the ranks learn, in that same gather,
+        whether each wrote its part of the previous save: if one did not, every rank raises here
+        (none starts a save that another would leave waiting)."""
         state = trainer.state_dict()
-        ranks = distributed.all_gather_object(state) if distributed.world_size() > 1 else None
+        failure = self._finish_sharded_save() if self._sharded.kinds else None
+        ranks = None
+        if distributed.world_size() > 1:
+            gathered = distributed.all_gather_object((state, None if failure is None else f"{type(failure).__name__}: {failure}"))
+            ranks = [rank_state for rank_state, _ in gathered]
+            if failure is None:
+                _raise_for_other_ranks(
+                    [reason for _, reason in gathered], "could not write its part of the previous sharded checkpoint"
+                )
+        if failure is not None:
+            raise failure
         self._last_save_iteration = state["current_iteration"]  # on every rank (see _save_on_preemption)
         if self._sharded.kinds:
             return self._save_sharded(state, ranks)
@@ -1138,8 +1175,6 @@ class Checkpoint:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
-        # The staging buffers are reused: the previous upload must be done reading them.
-        self._wait_upload()
         self._sharded_saves += 1  # alike on every rank: saves happen at the same points
         path = os.path.join(self.dir, checkpoint_name(trainer_state["current_epoch"], trainer_state["current_iteration"], True))
         temporary = os.path.join(
@@ -1160,6 +1195,17 @@ class Checkpoint:
         logger.debug("Saving %s", path)
         return path
 
+    def _finish_sharded_save(self) -> BaseException | None:
+        """Wait for the previous sharded save (this rank's shards; on rank 0 its publication
+        too): the staging buffers are reused, and every rank must know how it ended."""
+        try:
+            self._wait_upload()
+            if distributed.is_main_process():
+                self._writer.wait()
+        except Exception as error:
+            return error
+        return None
+
     def _wait_upload(self) -> None:
         """Wait until this rank's shards of the newest sharded save are written. Rank 0 hears
         of a failed upload through its writer (which waits for it too); other ranks here."""
@@ -1170,11 +1216,7 @@ class Checkpoint:
         if distributed.is_main_process():
             concurrent.futures.wait([upload])
             return
-        try:
-            upload.result()
-        except BaseException as error:
-            error.add_note(f"while rank {distributed.rank()} wrote its shards of {path} with torch.distributed.checkpoint")
-            raise
+        _shards_written(upload, path)
 
     def _close_sharded(self) -> None:
         self._wait_upload()
@@ -1239,7 +1281,10 @@ class Checkpoint:
             _publish_folder(temporary, path)
             written()
 
-        self._writer.submit(data, snapshot, os.path.join(temporary, SHARDED_STATE_FILE), published, upload)
+        # Every rank's shards are on disk once this rank's upload is done: DCP's coordinator waits for them.
+        self._writer.submit(
+            data, snapshot, os.path.join(temporary, SHARDED_STATE_FILE), published, lambda: _shards_written(upload, path)
+        )
 
     def _prune(self) -> None:
         if self.keep is None:
@@ -1490,7 +1535,7 @@ class Checkpoint:
         states = copy.deepcopy(self._sharded.state_dicts())
         try:
             dcp.load(states, checkpoint_id=path)
-        except Exception as error:
+        except (Exception, dcp.CheckpointException) as error:  # the latter is a BaseException
             text = str(error).strip()
             raise CheckpointError(
                 f"Sharded checkpoint {path!r} does not fit objects {', '.join(map(repr, self._sharded.kinds))} "

@@ -28,9 +28,17 @@ EVERY, ITERATIONS = 4, 18  # a save every 4 iterations; 3 epochs of 6 batches
 @pytest.fixture(scope="module")
 def main_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fsdp")
-    result = torchrun(out, "full", "resume", "leftovers", "epoch_saves", "mismatch", worker=WORKER)
+    cases = ("full", "resume", "leftovers", "epoch_saves", "write_failure", "mismatch")
+    # A launch run again (see torchrun()) starts from an empty folder: no checkpoint of the first.
+    result = torchrun(out, *cases, worker=WORKER, before_retry=lambda: _empty(out))
     assert result.returncode == 0, output_of(result)
     return out
+
+
+def _empty(out: Path) -> None:
+    for path in out.iterdir():
+        if path.name != "torchrun":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def full_state(out: Path, case: str, rank: int = 0) -> dict[str, torch.Tensor]:
@@ -102,6 +110,20 @@ def test_another_number_of_ranks_resumes_an_epoch_end_checkpoint_resharded(main_
         error = result_of["mid_epoch_error"]
         assert "saved by 2 processes in the middle of an epoch (after batch 4 of the epoch)" in error, error
         assert "this run has 3" in error and "every_epochs" in error
+
+
+def test_a_failed_write_of_shards_stops_every_rank_at_the_next_save_and_keeps_the_checkpoints_before(main_run: Path) -> None:
+    found = read(main_run, "write_failure")
+    for rank in (0, 1):
+        assert found[rank]["iteration"] == 3 * EVERY, found[rank]  # the next save's point: both stopped there
+    # Each rank raises its own error (an Exception: DCP's is a BaseException), naming the checkpoint
+    # and what failed on each rank.
+    for rank in (0, 1):
+        error = found[rank]["error"]
+        assert error.startswith("CheckpointError: Writing the shards of ") and "checkpoint_e0002_i00000008 " in error, error
+        assert "rank 0: FileExistsError" in error and "rank 1: FileExistsError" in error, error
+    listing = found[0]["listing"]
+    assert "checkpoint_e0001_i00000004" in listing and not any(name.startswith("checkpoint_e0002") for name in listing)
 
 
 def test_mismatched_folders_and_objects_are_refused_by_name_and_nothing_is_removed(main_run: Path) -> None:

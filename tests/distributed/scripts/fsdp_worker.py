@@ -19,6 +19,9 @@ full (unsharded) parameters and optimizer states where the tests compare them bi
                    its last iteration, same name); its full parameters.
 ``reshard``        (3 ranks) resumes ``epoch_saves``' checkpoint, saved by 2 ranks, and trains
                    one more epoch; then tries ``full``'s, saved in the middle of an epoch.
+``write_failure``  the second save's temporary folder is taken by a file (rank 0 puts it there at
+                   iteration 5): every rank's write of it fails; at the next save every rank
+                   raises, and the first checkpoint stays the newest.
 ``mismatch``       a sharded run given a folder of unsharded checkpoints and the reverse; an
                    optimizer of sharded parameters without its model in objects.
 """
@@ -153,6 +156,27 @@ def case_leftovers(rank: int, out: str) -> dict:
     listing = sorted(os.listdir(folder))
     torch.save(full_state(model, optimizer), os.path.join(out, f"leftovers_rank{rank}.pt"))
     return {**outcome(trainer), "resumed_at": resumed[0], "listing": listing}
+
+
+def case_write_failure(rank: int, out: str) -> dict:
+    folder = os.path.join(out, "write_failure")
+    model, optimizer = build()
+    trainer = trainer_for(model, optimizer, rank, dir=folder)
+
+    def block(trainer: Trainer) -> None:
+        if rank == 0 and trainer.current_iteration == 5:
+            with open(os.path.join(folder, f".{CHECKPOINT}_checkpoint_e0002_i00000008.2.tmp"), "w") as file:
+                file.write("in the way")
+
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, block)
+    result: dict[str, Any] = {}
+    try:
+        trainer.run(3)
+    except Exception as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+    result["iteration"] = trainer.current_iteration
+    result["listing"] = sorted(os.listdir(folder))
+    return result
 
 
 def case_epoch_saves(rank: int, out: str) -> dict:
