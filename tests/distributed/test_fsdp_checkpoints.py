@@ -28,7 +28,7 @@ EVERY, ITERATIONS = 4, 18  # a save every 4 iterations; 3 epochs of 6 batches
 @pytest.fixture(scope="module")
 def main_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fsdp")
-    cases = ("full", "resume", "leftovers", "epoch_saves", "write_failure", "mismatch")
+    cases = ("full", "resume", "preempt", "leftovers", "epoch_saves", "write_failure", "mismatch")
     # A launch run again (see torchrun()) starts from an empty folder: no checkpoint of the first.
     result = torchrun(out, *cases, worker=WORKER, before_retry=lambda: _empty(out))
     assert result.returncode == 0, output_of(result)
@@ -67,6 +67,20 @@ def test_a_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(main_run: Path)
         assert (resumed[rank]["epoch"], resumed[rank]["iteration"]) == (3, ITERATIONS)
         assert resumed[rank]["history"] == full[rank]["history"]
         assert_bitwise_equal(full_state(main_run, "full", rank), full_state(main_run, "resume", rank))
+
+
+def test_a_sigterm_on_one_rank_saves_the_agreed_stopping_point_sharded_and_the_resumed_run_is_bit_for_bit(
+    main_run: Path,
+) -> None:
+    full, found = read(main_run, "full"), read(main_run, "preempt")
+    stop = found[0]["preempted"]["iteration"]
+    for rank in (0, 1):
+        assert found[rank]["preempted"] == {"code": 143, "iteration": stop}, found[rank]  # the same point on both
+        assert found[rank]["resumed_at"] == stop
+        assert found[rank]["history"] == full[rank]["history"]
+        assert_bitwise_equal(full_state(main_run, "full", rank), full_state(main_run, "preempt", rank))
+    saved = {6: "checkpoint_e0001_i00000006", 7: "checkpoint_e0002_i00000007"}[stop]  # no regular save there
+    assert saved in found[0]["listing"], found[0]
 
 
 def test_the_remains_of_interrupted_saves_are_never_resumed_from_nor_lost(main_run: Path) -> None:

@@ -12,6 +12,9 @@ full (unsharded) parameters and optimizer states where the tests compare them bi
 ``elastic``        ``full`` with resume=True under ``torchrun --max-restarts=1``: in the first
                    attempt rank 1 SIGKILLs itself in the update of iteration 9, while the save of
                    iteration 8 is being written in the background; the restart resumes.
+``preempt``        rank 1 gets a SIGTERM after iteration 6: both ranks stop at the iteration they
+                   agree on, the plugin saves that point (sharded), run() raises Preempted; a new
+                   model, optimizer and trainer resume from it and run to 3 epochs.
 ``leftovers``      a copy of ``full``'s folder with the remains of interrupted saves added (a
                    temporary folder, a folder under a checkpoint's name without its state file, a
                    folder set aside for a replacement), resumed: only finished saves count.
@@ -39,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
-from ignite import PluginError, Trainer, TrainingEvents
+from ignite import PluginError, Preempted, Trainer, TrainingEvents
 
 BATCHES = 6
 EVERY = 4
@@ -127,6 +130,31 @@ def case_elastic(rank: int, out: str) -> dict:
     trainer.run(3)
     torch.save(full_state(model, optimizer), os.path.join(out, f"elastic_rank{rank}.pt"))
     return {**outcome(trainer), "attempt": attempt, "resumed_at": resumed[0]}
+
+
+def case_preempt(rank: int, out: str) -> dict:
+    folder = os.path.join(out, "preempt")
+    model, optimizer = build()
+    trainer = trainer_for(model, optimizer, rank, dir=folder)
+
+    def signal_rank_1(trainer: Trainer) -> None:
+        if rank == 1 and trainer.current_iteration == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_COMPLETED, signal_rank_1)
+    result: dict[str, Any] = {}
+    try:
+        trainer.run(3)
+    except Preempted as stop:
+        result["preempted"] = {"code": stop.code, "iteration": trainer.current_iteration}
+    result["listing"] = sorted(os.listdir(folder))
+    model, optimizer = build(seed=1)
+    trainer = trainer_for(model, optimizer, rank, dir=folder, resume=True)
+    resumed = []
+    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: resumed.append(t.current_iteration))
+    trainer.run(3)
+    torch.save(full_state(model, optimizer), os.path.join(out, f"preempt_rank{rank}.pt"))
+    return {**result, **outcome(trainer), "resumed_at": resumed[0]}
 
 
 def case_leftovers(rank: int, out: str) -> dict:
