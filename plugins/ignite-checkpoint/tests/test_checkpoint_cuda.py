@@ -3,6 +3,7 @@ the training thread, the file loads on the CPU, and resume is bit for bit. Skipp
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -113,3 +114,50 @@ def test_resume_on_cuda_is_bit_for_bit(tmp_path):
         for key in state_a:
             assert torch.equal(state_a[key], state_b[key]), key
     assert [float(v) for v in reference.training_history] == [float(v) for v in resumed.training_history]
+
+
+
+def sharded_cuda_run(folder, seed, resume):
+    """cuda_run's model sharded with FSDP2 (in a process group of one rank), a save every 2 iterations."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(seed)  # the resumed run starts from other weights: the resume must replace them
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.2), torch.nn.Linear(32, 1)).cuda()
+    for layer in (model[0], model[2], model):
+        fully_shard(layer)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x = torch.randn(64, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    data = [(x[i : i + 16], x[i : i + 16].sum(dim=1, keepdim=True)) for i in range(0, 64, 16)]
+
+    def update(batch):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    trainer = Trainer(data, update, plugins={"checkpoint": {
+        "dir": str(folder), "objects": {"model": model, "optimizer": optimizer}, "every_iterations": 2, "resume": resume}})
+    return trainer, model
+
+
+def test_an_fsdp2_model_on_the_gpu_is_saved_sharded_and_resumed_bit_for_bit(tmp_path):
+    import torch.distributed as dist
+
+    # gloo for the plugin's save group (DCP's async_save needs a CPU backend), nccl for FSDP.
+    dist.init_process_group("cpu:gloo,cuda:nccl", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        trainer, model = sharded_cuda_run(tmp_path / "full", 0, resume=False)
+        trainer.run(2)
+        uninterrupted = {name: p.full_tensor().cpu() for name, p in model.named_parameters()}
+        for path in list_checkpoints(tmp_path / "full"):
+            assert sorted(os.listdir(path)) == [".metadata", "__0_0.distcp", "ignite.pt"]
+            assert load_checkpoint(path)["sharded"] == {"model": "model", "optimizer": "optimizer"}
+        sharded_cuda_run(tmp_path / "cut", 0, resume=False)[0].run(1)  # saves after iterations 2 and 4
+        trainer, model = sharded_cuda_run(tmp_path / "cut", 1, resume=True)
+        trainer.run(2)
+        assert trainer.current_iteration == 8
+        for name, parameter in model.named_parameters():
+            assert torch.equal(parameter.full_tensor().cpu(), uninterrupted[name]), name
+    finally:
+        dist.destroy_process_group()
