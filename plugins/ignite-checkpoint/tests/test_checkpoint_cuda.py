@@ -18,6 +18,19 @@ pytestmark = [
 ]
 
 
+def regression_update(model, optimizer):
+    """An update function returning the loss tensor (no sync)."""
+
+    def update(batch):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return update
+
+
 def cuda_run(folder, **options):
     """A small training on the GPU, with dropout (the CUDA RNG matters) and Adam (its state on
     the device, its step count on the CPU); the update returns the loss tensor (no sync)."""
@@ -28,13 +41,7 @@ def cuda_run(folder, **options):
     data = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.2), torch.nn.Linear(32, 1)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-
-    def update(batch):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    update = regression_update(model, optimizer)
 
     trainer = Trainer(data, update, plugins={"checkpoint": {
         "dir": str(folder), "objects": {"model": model, "optimizer": optimizer}, **options}})
@@ -128,13 +135,7 @@ def sharded_cuda_run(folder, seed, resume):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     x = torch.randn(64, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     data = [(x[i : i + 16], x[i : i + 16].sum(dim=1, keepdim=True)) for i in range(0, 64, 16)]
-
-    def update(batch):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    update = regression_update(model, optimizer)
 
     trainer = Trainer(data, update, plugins={"checkpoint": {
         "dir": str(folder), "objects": {"model": model, "optimizer": optimizer}, "every_iterations": 2, "resume": resume}})

@@ -94,6 +94,21 @@ def outcome(trainer: Trainer) -> dict[str, Any]:
     }
 
 
+def resume_to_the_end(out: str, case: str, rank: int, folder: str, seed: int = 1, **handlers: Any) -> dict:
+    """A new model (other weights, by ``seed``), optimizer and trainer resume from ``folder`` and
+    run to 3 epochs; their full state goes to OUT/<case>_rank<RANK>.pt. ``handlers``: event name
+    -> handler, added after the one that notes the iteration resumed at."""
+    model, optimizer = build(seed=seed)
+    trainer = trainer_for(model, optimizer, rank, dir=folder, resume=True)
+    resumed = []
+    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: resumed.append(t.current_iteration))
+    for event, handler in handlers.items():
+        trainer.add_event_handler(TrainingEvents[event], handler)
+    trainer.run(3)
+    torch.save(full_state(model, optimizer), os.path.join(out, f"{case}_rank{rank}.pt"))
+    return {**outcome(trainer), "resumed_at": resumed[0]}
+
+
 def case_full(rank: int, out: str) -> dict:
     model, optimizer = build()
     trainer = trainer_for(model, optimizer, rank, dir=os.path.join(out, "full"))
@@ -106,30 +121,19 @@ def case_resume(rank: int, out: str) -> dict:
     folder = os.path.join(out, "resume")
     model, optimizer = build()
     trainer_for(model, optimizer, rank, dir=folder).run(1)  # saves at iteration 4; ends at 6
-    model, optimizer = build(seed=1)  # other weights: the resume must replace them all
-    trainer = trainer_for(model, optimizer, rank, dir=folder, resume=True)
-    resumed = []
-    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: resumed.append(t.current_iteration))
-    trainer.run(3)
-    torch.save(full_state(model, optimizer), os.path.join(out, f"resume_rank{rank}.pt"))
-    return {**outcome(trainer), "resumed_at": resumed[0]}
+    return resume_to_the_end(out, "resume", rank, folder)
 
 
 def case_elastic(rank: int, out: str) -> dict:
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    model, optimizer = build()
-    trainer = trainer_for(model, optimizer, rank, dir=os.path.join(out, "elastic"), resume=True)
-    resumed = []
-    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: resumed.append(t.current_iteration))
 
     def die(trainer: Trainer) -> None:
         if attempt == 0 and rank == 1 and trainer.current_iteration == 2 * EVERY + 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    trainer.add_event_handler(TrainingEvents.TRAINING_ITERATION_STARTED, die)
-    trainer.run(3)
-    torch.save(full_state(model, optimizer), os.path.join(out, f"elastic_rank{rank}.pt"))
-    return {**outcome(trainer), "attempt": attempt, "resumed_at": resumed[0]}
+    # The weights of build() (seed 0) when no checkpoint is found: the first attempt is full's run.
+    result = resume_to_the_end(out, "elastic", rank, os.path.join(out, "elastic"), seed=0, TRAINING_ITERATION_STARTED=die)
+    return {**result, "attempt": attempt}
 
 
 def case_preempt(rank: int, out: str) -> dict:
@@ -148,13 +152,7 @@ def case_preempt(rank: int, out: str) -> dict:
     except Preempted as stop:
         result["preempted"] = {"code": stop.code, "iteration": trainer.current_iteration}
     result["listing"] = sorted(os.listdir(folder))
-    model, optimizer = build(seed=1)
-    trainer = trainer_for(model, optimizer, rank, dir=folder, resume=True)
-    resumed = []
-    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: resumed.append(t.current_iteration))
-    trainer.run(3)
-    torch.save(full_state(model, optimizer), os.path.join(out, f"preempt_rank{rank}.pt"))
-    return {**result, **outcome(trainer), "resumed_at": resumed[0]}
+    return {**result, **resume_to_the_end(out, "preempt", rank, folder)}
 
 
 def case_leftovers(rank: int, out: str) -> dict:
@@ -175,15 +173,9 @@ def case_leftovers(rank: int, out: str) -> dict:
         oldest = "checkpoint_e0002_i00000012"
         os.rename(os.path.join(folder, oldest), os.path.join(folder, f".{CHECKPOINT}_{oldest}.replaced"))
     dist.barrier()
-    # The run that made full's checkpoints resumed from its newest: it goes on to 4 epochs.
-    model, optimizer = build(seed=1)
-    trainer = trainer_for(model, optimizer, rank, dir=folder, resume=True)
-    resumed = []
-    trainer.add_event_handler(TrainingEvents.TRAINING_STARTED, lambda t: resumed.append(t.current_iteration))
-    trainer.run(3)
-    listing = sorted(os.listdir(folder))
-    torch.save(full_state(model, optimizer), os.path.join(out, f"leftovers_rank{rank}.pt"))
-    return {**outcome(trainer), "resumed_at": resumed[0], "listing": listing}
+    # The run that made full's checkpoints resumed from its newest: it ends as full did.
+    result = resume_to_the_end(out, "leftovers", rank, folder)
+    return {**result, "listing": sorted(os.listdir(folder))}
 
 
 def case_write_failure(rank: int, out: str) -> dict:
