@@ -1,0 +1,390 @@
+"""FSDP2 on 2 CPU ranks with checkpoints every N iterations: the Trainer and its checkpoint
+plugin against a hand-written loop making the same saves with torch.distributed.checkpoint.
+
+Run by hand from the repository root::
+
+    .venv/bin/python benchmarks/fsdp.py [--widths 256 1024 2048] [--every 20] [--rounds 3]
+
+Not already a rank, the script launches itself with ``torchrun --nproc_per_node=2`` (gloo on
+127.0.0.1, one OMP thread per rank). For each width W, every rank trains the same MLP
+W-W-W-10 (two hidden ReLU layers; each Linear ``fully_shard``-ed, then the root) with Adam,
+so the state to save is the parameters and twice as much optimizer state, half of it on each
+rank. Synthetic data, batch ``--batch``; the update function is shared and returns
+``loss.detach()``. The variants differ only in the loop around it:
+
+* ``hand loop``: a plain loop that, every ``--every`` iterations, saves as the plugin does:
+  waits for the previous save's future, renames its temporary folder into place (rank 0) and
+  prunes to ``keep=2``, then ``get_state_dict(model, optimizer)`` and
+  ``torch.distributed.checkpoint.async_save`` into a fresh temporary folder, on a gloo group
+  of its own (made once); the last future is waited for at the end of the run;
+* ``trainer``: ``Trainer(batches, update, plugins={"checkpoint": {"dir": ..., "objects":
+  {"model": model, "optimizer": optimizer}, "every_iterations": N, "keep": 2}},
+  profile=True).run(1)``, plugin autoload off (``IGNITE_DISABLE_PLUGIN_AUTOLOAD=1``);
+* ``hand loop, no saves`` and ``trainer, no checkpoint``: the same without any save (what the
+  saves cost each loop; ``--no-baselines`` leaves them out).
+
+Each round times every variant once (in rotating order) between two barriers; one warm-up
+round is not counted. Rank 0 prints, per width, the median iterations/s of each variant, the
+ratio trainer / hand loop (of the medians and the median of the per-round ratios) and the
+training thread's pause per save, against the size of the state each rank saves: for the hand
+loop, the wall time of each save call (the wait, rename and prune included) measured around
+it; for the trainer, the checkpoint plugin's TRAINING_ITERATION_COMPLETED hook from
+``trainer.profile_report()`` (only called on iterations that save, so its mean is the mean
+pause per save). The wait for the last save at the run's end is shown apart ("end ms").
+
+The checkpoint plugin needs to save sharded (DTensor) models with torch.distributed.checkpoint;
+where it refuses them, the ``trainer`` variant is reported as failed with its error and the
+others still run. ``--smoke`` runs tiny sizes in seconds (not part of ``make test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+CLASSES = 10
+KEEP = 2
+DISTINCT_BATCHES = 8  # the batches cycle through these: data generation stays out of the picture
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--widths", "--width", type=int, nargs="+", default=[256, 1024, 2048], help="MLP widths (default 256 1024 2048)"
+    )
+    parser.add_argument("--every", type=int, default=20, help="save every N iterations (default 20)")
+    parser.add_argument(
+        "--saves", type=int, default=5, help="saves per timed run: a run is saves x every iterations (default 5)"
+    )
+    parser.add_argument("--batch", type=int, default=32, help="batch size per rank (default 32)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per width (default 3) after one warm-up round")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the variants without saves")
+    parser.add_argument("--json", help="also write every number to this file (rank 0)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds: --widths 32 --every 2 --saves 2 --rounds 1")
+    arguments = parser.parse_args()
+    if arguments.smoke:
+        arguments.widths, arguments.every, arguments.saves, arguments.rounds = [32], 2, 2, 1
+    for name in ("every", "saves", "batch", "rounds"):
+        if getattr(arguments, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if min(arguments.widths) < 1:
+        parser.error("--widths must be positive")
+    return arguments
+
+
+# -- the launcher ----------------------------------------------------------------------------
+
+
+def launch() -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IGNITE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    if os.path.exists("/sys/class/net/lo"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    with tempfile.TemporaryDirectory(prefix="ignite-bench-fsdp-") as scratch:
+        env["BENCH_FSDP_DIR"] = scratch  # the checkpoints: one folder both ranks write into
+        logs = os.path.join(scratch, "torchrun")
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}",
+            f"--log-dir={logs}",  # else torchrun leaves a /tmp/torchelastic_* folder
+            os.path.abspath(__file__),
+            *sys.argv[1:],
+        ]
+        return subprocess.call(command, env=env)
+
+
+# -- one rank -------------------------------------------------------------------------------
+
+
+class HandSaver:
+    """The baseline's saves: what the plugin does, written by hand with DCP's public API."""
+
+    def __init__(self, dirname: str, model: Any, optimizer: Any, group: Any) -> None:
+        self.dirname, self.model, self.optimizer, self.group = dirname, model, optimizer, group
+        self.future: Any = None
+        self.pending: tuple[str, str] | None = None  # (temporary, final) folder of the save in flight
+        self.written: list[str] = []
+        self.pauses: list[float] = []
+        self.end_seconds = 0.0
+
+    def _complete(self) -> None:
+        import torch.distributed as dist
+
+        if self.future is None:
+            return
+        self.future.result()
+        self.future = None
+        temporary, final = self.pending
+        self.pending = None
+        if dist.get_rank() == 0:  # rank 0's future ends after every rank's shards and the metadata
+            os.rename(temporary, final)
+            self.written.append(final)
+            while len(self.written) > KEEP:
+                shutil.rmtree(self.written.pop(0))
+
+    def save(self, iteration: int) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        start = time.perf_counter()
+        self._complete()
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        final = os.path.join(self.dirname, f"checkpoint_i{iteration:08d}")
+        temporary = final + ".tmp"
+        self.pending = (temporary, final)
+        self.future = dcp.async_save(
+            {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=temporary, process_group=self.group
+        )
+        self.pauses.append(time.perf_counter() - start)
+
+    def finish(self) -> None:
+        start = time.perf_counter()
+        self._complete()
+        self.end_seconds = time.perf_counter() - start
+
+
+def _state_megabytes(model: Any, optimizer: Any) -> float:
+    """This rank's share of the parameters and optimizer tensors (DTensors' local shards)."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    def local(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+    total = sum(local(p).numel() * p.element_size() for p in model.parameters())
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                total += local(value).numel() * value.element_size()
+    return total / 2**20
+
+
+def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group: Any) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from ignite import Trainer
+
+    rank = dist.get_rank()
+    iterations = arguments.every * arguments.saves
+    generator = torch.Generator().manual_seed(rank)
+    distinct = [
+        (torch.randn(arguments.batch, width, generator=generator), torch.randint(0, CLASSES, (arguments.batch,), generator=generator))
+        for _ in range(DISTINCT_BATCHES)
+    ]
+    batches = [distinct[i % DISTINCT_BATCHES] for i in range(iterations)]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, CLASSES)
+    )
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def update(batch: Any) -> torch.Tensor:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    update(distinct[0])  # Adam's state exists from here: the size below is what every save holds
+    megabytes = _state_megabytes(model, optimizer)
+    counter = iter(range(10**9))
+
+    def fresh_dir(kind: str) -> str:
+        return os.path.join(scratch, f"w{width}-{kind}-{next(counter)}")
+
+    pauses: dict[str, list[float]] = {"hand loop": [], "trainer": []}  # seconds, one per save
+    end_seconds: dict[str, list[float]] = {"hand loop": [], "trainer": []}  # per run
+    timing = [False]  # whether the run under way is a timed one (not the warm-up)
+
+    def hand_loop(saving: bool) -> Callable[[], None]:
+        saver = HandSaver(fresh_dir("hand"), model, optimizer, group) if saving else None
+
+        def run() -> None:
+            outputs = []  # kept, as the trainer keeps its history
+            for iteration, batch in enumerate(batches, 1):
+                outputs.append(update(batch))
+                if saver is not None and iteration % arguments.every == 0:
+                    saver.save(iteration)
+            if saver is not None:
+                saver.finish()
+                if timing[0]:
+                    pauses["hand loop"].extend(saver.pauses)
+                    end_seconds["hand loop"].append(saver.end_seconds)
+
+        return run
+
+    def trainer(checkpointing: bool) -> Callable[[], None]:
+        plugins: dict[str, Any] = {}
+        if checkpointing:
+            plugins["checkpoint"] = {
+                "dir": fresh_dir("trainer"),
+                "objects": {"model": model, "optimizer": optimizer},
+                "every_iterations": arguments.every,
+                "keep": KEEP,
+            }
+        instance = Trainer(batches, update, plugins=plugins, profile=True)  # both: alike but for the plugin
+
+        def run() -> None:
+            instance.run(1)
+            if checkpointing and timing[0]:
+                rows = {(row["kind"], row["name"], row["event"]): row for row in instance.profile_report()}
+                saves = rows[("plugin", "checkpoint", "TRAINING_ITERATION_COMPLETED")]
+                if saves["calls"] != arguments.saves:
+                    raise RuntimeError(f"the checkpoint hook ran {saves['calls']} times, not {arguments.saves}")
+                # The profile holds totals: the mean pause, repeated, stands for each save.
+                pauses["trainer"].extend([saves["total_s"] / saves["calls"]] * saves["calls"])
+                end = rows.get(("plugin", "checkpoint", "TRAINING_COMPLETED"))
+                end_seconds["trainer"].append(end["total_s"] if end else 0.0)
+
+        return run
+
+    variants: dict[str, Callable[[], Callable[[], None]]] = {
+        "hand loop": lambda: hand_loop(True),
+        "trainer": lambda: trainer(True),
+    }
+    if not arguments.no_baselines:
+        variants["hand loop, no saves"] = lambda: hand_loop(False)
+        variants["trainer, no checkpoint"] = lambda: trainer(False)
+    names = list(variants)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    failed: dict[str, str] = {}
+    for round_ in range(arguments.rounds + 1):
+        timing[0] = round_ > 0  # round 0 warms up: first saves, DCP's planner caches, allocator
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name in failed:
+                continue
+            try:  # construction (plugin loading, a refusal of sharded models) is not timed
+                run = variants[name]()
+                error = None
+            except Exception as exception:  # noqa: BLE001 - reported, the other variants go on
+                run, error = None, f"{type(exception).__name__}: {exception}"
+            # Every rank learns whether any rank could not build the variant, before any collective in it.
+            errors: list[str | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(errors, error)
+            if any(errors):
+                failed[name] = next(e for e in errors if e)
+                continue
+            dist.barrier()
+            start = time.perf_counter()
+            run()
+            dist.barrier()
+            if round_:
+                seconds[name].append(time.perf_counter() - start)
+    for entry in os.listdir(scratch) if rank == 0 else ():
+        if entry.startswith(f"w{width}-"):
+            shutil.rmtree(os.path.join(scratch, entry), ignore_errors=True)
+    return {
+        "width": width,
+        "state_mb_per_rank": megabytes,
+        "iterations": iterations,
+        "saves_per_run": arguments.saves,
+        "seconds": seconds,
+        "iterations_per_second": {name: [iterations / s for s in values] for name, values in seconds.items() if values},
+        "pause_s_per_save": {name: values for name, values in pauses.items() if values},
+        "end_wait_s": {name: values for name, values in end_seconds.items() if values},
+        "failed": failed,
+    }
+
+
+def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Print (rank 0) the throughput and the pauses per width; return the ratios."""
+    print(
+        f"FSDP2, 2 ranks x 1 thread, gloo; MLP W-W-W-10, Adam, batch {arguments.batch}; a save every "
+        f"{arguments.every} iterations, {arguments.saves} per run; median of {arguments.rounds} rounds; rank 0's clock"
+    )
+    summary: dict[str, Any] = {}
+    for result in results:
+        width, rates = result["width"], result["iterations_per_second"]
+        print(f"\nwidth {width}: state {result['state_mb_per_rank']:.2f} MB per rank (parameters + Adam's 2 buffers)")
+        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'pause ms/save':>15}{'max':>9}{'end ms':>9}")
+        for name, values in rates.items():
+            pauses = result["pause_s_per_save"].get(name)
+            ends = result["end_wait_s"].get(name)
+            pause = f"{statistics.median(pauses) * 1e3:>15.2f}{max(pauses) * 1e3:>9.2f}" if pauses else f"{'':>24}"
+            end = f"{statistics.median(ends) * 1e3:>9.2f}" if ends else ""
+            print(f"{name:<26}{statistics.median(values):>12.2f}{min(values):>9.2f}{max(values):>9.2f}{pause}{end}")
+        for name, error in result["failed"].items():
+            print(f"{name:<26}failed: {error}")
+        ratios: dict[str, dict[str, float]] = {}
+        pairs = [("trainer", "hand loop"), ("trainer, no checkpoint", "hand loop, no saves"), ("hand loop", "hand loop, no saves")]
+        for name, base in pairs:
+            if name in rates and base in rates:
+                ratios[f"{name} / {base}"] = {
+                    "of_medians": statistics.median(rates[name]) / statistics.median(rates[base]),
+                    # The variants of one round ran back to back: less sensitive to drifting load.
+                    "per_round": statistics.median(a / b for a, b in zip(rates[name], rates[base])),
+                }
+        for label, values in ratios.items():
+            print(f"{label:<46} of medians {values['of_medians']:.3f}, per round {values['per_round']:.3f}")
+        summary[str(width)] = ratios
+    print("\n(trainer: the mean pause of each run, from Trainer(profile=True); hand loop: each save's own)")
+    return summary
+
+
+def rank_main(arguments: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    group = dist.new_group(backend="gloo")  # the hand loop's saves: off the training collectives' group
+    scratch = os.environ.get("BENCH_FSDP_DIR") or tempfile.gettempdir()
+    results = [measure_width(arguments, width, scratch, group) for width in arguments.widths]
+    if dist.get_rank() == 0:
+        ratios = report(arguments, results)
+        if arguments.json:
+            import platform
+
+            with open(arguments.json, "w") as file:
+                json.dump(
+                    {
+                        "arguments": vars(arguments),
+                        "torch": torch.__version__,
+                        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                        "results": results,
+                        "ratios": ratios,
+                    },
+                    file,
+                    indent=1,
+                )
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main() -> int:
+    arguments = _arguments()
+    if "LOCAL_RANK" not in os.environ:
+        return launch()
+    rank_main(arguments)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
