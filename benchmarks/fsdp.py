@@ -70,7 +70,7 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--every", type=int, default=20, help="save every N iterations (default 20)")
     parser.add_argument(
-        "--saves", type=int, default=5, help="saves per timed run: a run is saves x every iterations (default 5)"
+        "--saves", type=int, default=3, help="saves per timed run: a run is saves x every iterations (default 3)"
     )
     parser.add_argument("--batch", type=int, default=32, help="batch size per rank (default 32)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per width (default 3) after one warm-up round")
@@ -218,6 +218,19 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
     def fresh_dir(kind: str) -> str:
         return os.path.join(scratch, f"w{width}-{kind}-{next(counter)}")
 
+    problems: list[str] = []
+
+    def check(dirname: str, checkpoints: list[str]) -> None:
+        """The run left ``keep`` complete checkpoints and nothing else but the plugin's lock file
+        (rank 0, after its run): no temporary folder, nothing pruned too early or too late."""
+        entries = sorted(os.listdir(dirname))
+        expected = min(KEEP, arguments.saves)
+        if len(checkpoints) != expected or sorted(checkpoints) != [e for e in entries if not e.endswith(".lock")]:
+            problems.append(f"{dirname}: expected {expected} checkpoints and nothing else, found {entries}")
+        for name in checkpoints:
+            if not os.path.isdir(os.path.join(dirname, name)) or ".metadata" not in os.listdir(os.path.join(dirname, name)):
+                problems.append(f"{dirname}/{name}: not a DCP checkpoint folder (no .metadata)")
+
     pauses: dict[str, list[float]] = {"hand loop": [], "trainer": []}  # seconds, one per save
     end_seconds: dict[str, list[float]] = {"hand loop": [], "trainer": []}  # per run
     timing = [False]  # whether the run under way is a timed one (not the warm-up)
@@ -233,6 +246,8 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
                     saver.save(iteration)
             if saver is not None:
                 saver.finish()
+                if rank == 0:
+                    check(saver.dirname, [os.path.basename(path) for path in saver.written])
                 if timing[0]:
                     pauses["hand loop"].extend(saver.pauses)
                     end_seconds["hand loop"].append(saver.end_seconds)
@@ -252,6 +267,10 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
 
         def run() -> None:
             instance.run(1)
+            if checkpointing and rank == 0:
+                from ignite_checkpoint import list_checkpoints
+
+                check(plugins["checkpoint"]["dir"], [os.path.basename(path) for path in list_checkpoints(plugins["checkpoint"]["dir"])])
             if checkpointing and timing[0]:
                 rows = {(row["kind"], row["name"], row["event"]): row for row in instance.profile_report()}
                 saves = rows[("plugin", "checkpoint", "TRAINING_ITERATION_COMPLETED")]
@@ -310,6 +329,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         "pause_s_per_save": {name: values for name, values in pauses.items() if values},
         "end_wait_s": {name: values for name, values in end_seconds.items() if values},
         "failed": failed,
+        "problems": problems,
     }
 
 
@@ -332,6 +352,8 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
             print(f"{name:<26}{statistics.median(values):>12.2f}{min(values):>9.2f}{max(values):>9.2f}{pause}{end}")
         for name, error in result["failed"].items():
             print(f"{name:<26}failed: {error}")
+        for problem in result["problems"]:
+            print(f"PROBLEM: {problem}")
         ratios: dict[str, dict[str, float]] = {}
         pairs = [("trainer", "hand loop"), ("trainer, no checkpoint", "hand loop, no saves"), ("hand loop", "hand loop, no saves")]
         for name, base in pairs:
