@@ -355,7 +355,12 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
         for problem in result["problems"]:
             print(f"PROBLEM: {problem}")
         ratios: dict[str, dict[str, float]] = {}
-        pairs = [("trainer", "hand loop"), ("trainer, no checkpoint", "hand loop, no saves"), ("hand loop", "hand loop, no saves")]
+        pairs = [
+            ("trainer", "hand loop"),
+            ("trainer, no checkpoint", "hand loop, no saves"),
+            ("hand loop", "hand loop, no saves"),
+            ("trainer", "trainer, no checkpoint"),
+        ]
         for name, base in pairs:
             if name in rates and base in rates:
                 ratios[f"{name} / {base}"] = {
@@ -365,7 +370,15 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
                 }
         for label, values in ratios.items():
             print(f"{label:<46} of medians {values['of_medians']:.3f}, per round {values['per_round']:.3f}")
-        summary[str(width)] = ratios
+        # Wall time a save costs the run, against the same loop without saves: the pause on the
+        # training thread plus what the writing threads take from the training's cores.
+        lost: dict[str, float] = {}
+        for name, base in (("hand loop", "hand loop, no saves"), ("trainer", "trainer, no checkpoint")):
+            if name in rates and base in rates:
+                per_iteration = 1 / statistics.median(rates[name]) - 1 / statistics.median(rates[base])
+                lost[name] = per_iteration * result["iterations"] / result["saves_per_run"]
+                print(f"{name}: the run's wall time per save over its loop without saves {lost[name] * 1e3:.1f} ms (medians)")
+        summary[str(width)] = {"ratios": ratios, "wall_s_lost_per_save": lost}
     print("\n(trainer: the mean pause of each run, from Trainer(profile=True); hand loop: each save's own)")
     return summary
 
