@@ -16,7 +16,8 @@ rank. Synthetic data, batch ``--batch``; the update function is shared and retur
   waits for the previous save's future, renames its temporary folder into place (rank 0) and
   prunes to ``keep=2``, then ``get_state_dict(model, optimizer)`` and
   ``torch.distributed.checkpoint.async_save`` into a fresh temporary folder, on a gloo group
-  of its own (made once); the last future is waited for at the end of the run;
+  of its own (made once), through one ``DefaultStager`` kept for the run (its host copies are
+  reused from save to save, as the plugin's are); the last future is waited for at the end;
 * ``trainer``: ``Trainer(batches, update, plugins={"checkpoint": {"dir": ..., "objects":
   {"model": model, "optimizer": optimizer}, "every_iterations": N, "keep": 2}},
   profile=True).run(1)``, plugin autoload off (``IGNITE_DISABLE_PLUGIN_AUTOLOAD=1``);
@@ -121,6 +122,7 @@ class HandSaver:
     def __init__(self, dirname: str, model: Any, optimizer: Any, group: Any) -> None:
         self.dirname, self.model, self.optimizer, self.group = dirname, model, optimizer, group
         self.future: Any = None
+        self.stager: Any = None  # one per run, as the plugin keeps one: its host copies are reused
         self.pending: tuple[str, str] | None = None  # (temporary, final) folder of the save in flight
         self.written: list[str] = []
         self.pauses: list[float] = []
@@ -143,22 +145,27 @@ class HandSaver:
 
     def save(self, iteration: int) -> None:
         import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         start = time.perf_counter()
         self._complete()
+        if self.stager is None:
+            self.stager = DefaultStager(StagingOptions(False, False, False, False))  # async_save's default
         model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
         final = os.path.join(self.dirname, f"checkpoint_i{iteration:08d}")
         temporary = final + ".tmp"
         self.pending = (temporary, final)
         self.future = dcp.async_save(
-            {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=temporary, process_group=self.group
+            {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=temporary, process_group=self.group, async_stager=self.stager
         )
         self.pauses.append(time.perf_counter() - start)
 
     def finish(self) -> None:
         start = time.perf_counter()
         self._complete()
+        if self.stager is not None:
+            self.stager.close()
         self.end_seconds = time.perf_counter() - start
 
 
