@@ -77,6 +77,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per width (default 3) after one warm-up round")
     parser.add_argument("--no-baselines", action="store_true", help="skip the variants without saves")
     parser.add_argument("--json", help="also write every number to this file (rank 0)")
+    parser.add_argument(
+        "--profile-saves",
+        action="store_true",
+        help="diagnosis: cProfile rank 0's saves in the timed runs (the hand loop's, and the checkpoint plugin's "
+        "save() method, wrapped on its instance) and print the top functions by cumulative time",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds: --widths 32 --every 2 --saves 2 --rounds 1")
     arguments = parser.parse_args()
     if arguments.smoke:
@@ -241,16 +247,31 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
     pauses: dict[str, list[float]] = {"hand loop": [], "trainer": []}  # seconds, one per save
     end_seconds: dict[str, list[float]] = {"hand loop": [], "trainer": []}  # per run
     timing = [False]  # whether the run under way is a timed one (not the warm-up)
+    profilers: dict[str, Any] = {}
+    if arguments.profile_saves and rank == 0:
+        import cProfile
+
+        profilers = {"hand loop": cProfile.Profile(), "trainer": cProfile.Profile()}
+
+    def profiled(name: str, save: Callable[..., Any]) -> Callable[..., Any]:
+        if name not in profilers:
+            return save
+
+        def wrapper(*args: Any) -> Any:
+            return profilers[name].runcall(save, *args) if timing[0] else save(*args)
+
+        return wrapper
 
     def hand_loop(saving: bool) -> Callable[[], None]:
         saver = HandSaver(fresh_dir("hand"), model, optimizer, group) if saving else None
+        save = profiled("hand loop", saver.save) if saver is not None else None
 
         def run() -> None:
             outputs = []  # kept, as the trainer keeps its history
             for iteration, batch in enumerate(batches, 1):
                 outputs.append(update(batch))
                 if saver is not None and iteration % arguments.every == 0:
-                    saver.save(iteration)
+                    save(iteration)
             if saver is not None:
                 saver.finish()
                 if rank == 0:
@@ -271,6 +292,9 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
                 "keep": KEEP,
             }
         instance = Trainer(batches, update, plugins=plugins, profile=True)  # both: alike but for the plugin
+        if checkpointing and profilers:
+            plugin = instance.plugins["checkpoint"]
+            plugin.save = profiled("trainer", plugin.save)  # diagnosis only: its hooks call self.save
 
         def run() -> None:
             instance.run(1)
@@ -283,8 +307,8 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
                 saves = rows[("plugin", "checkpoint", "TRAINING_ITERATION_COMPLETED")]
                 if saves["calls"] != arguments.saves:
                     raise RuntimeError(f"the checkpoint hook ran {saves['calls']} times, not {arguments.saves}")
-                # The profile holds totals: the mean pause, repeated, stands for each save.
-                pauses["trainer"].extend([saves["total_s"] / saves["calls"]] * saves["calls"])
+                # The profile holds totals: one mean pause per run (every run makes as many saves).
+                pauses["trainer"].append(saves["total_s"] / saves["calls"])
                 end = rows.get(("plugin", "checkpoint", "TRAINING_COMPLETED"))
                 end_seconds["trainer"].append(end["total_s"] if end else 0.0)
 
@@ -323,6 +347,11 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
             dist.barrier()
             if round_:
                 seconds[name].append(time.perf_counter() - start)
+    for name, profiler in profilers.items():
+        import pstats
+
+        print(f"\n-- width {width}, {name}: rank 0's saves in the timed runs, by cumulative time")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     for entry in os.listdir(scratch) if rank == 0 else ():
         if entry.startswith(f"w{width}-"):
             shutil.rmtree(os.path.join(scratch, entry), ignore_errors=True)
@@ -333,6 +362,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         "saves_per_run": arguments.saves,
         "seconds": seconds,
         "iterations_per_second": {name: [iterations / s for s in values] for name, values in seconds.items() if values},
+        # hand loop: each save's pause; trainer: each run's mean pause (the profile keeps totals)
         "pause_s_per_save": {name: values for name, values in pauses.items() if values},
         "end_wait_s": {name: values for name, values in end_seconds.items() if values},
         "failed": failed,
@@ -350,11 +380,11 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
     for result in results:
         width, rates = result["width"], result["iterations_per_second"]
         print(f"\nwidth {width}: state {result['state_mb_per_rank']:.2f} MB per rank (parameters + Adam's 2 buffers)")
-        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'pause ms/save':>15}{'max':>9}{'end ms':>9}")
+        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'pause ms/save':>15}{'max*':>9}{'end ms':>9}")
         for name, values in rates.items():
             pauses = result["pause_s_per_save"].get(name)
             ends = result["end_wait_s"].get(name)
-            pause = f"{statistics.median(pauses) * 1e3:>15.2f}{max(pauses) * 1e3:>9.2f}" if pauses else f"{'':>24}"
+            pause = f"{statistics.fmean(pauses) * 1e3:>15.2f}{max(pauses) * 1e3:>9.2f}" if pauses else f"{'':>24}"
             end = f"{statistics.median(ends) * 1e3:>9.2f}" if ends else ""
             print(f"{name:<26}{statistics.median(values):>12.2f}{min(values):>9.2f}{max(values):>9.2f}{pause}{end}")
         for name, error in result["failed"].items():
@@ -386,7 +416,11 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
                 lost[name] = per_iteration * result["iterations"] / result["saves_per_run"]
                 print(f"{name}: the run's wall time per save over its loop without saves {lost[name] * 1e3:.1f} ms (medians)")
         summary[str(width)] = {"ratios": ratios, "wall_s_lost_per_save": lost}
-    print("\n(trainer: the mean pause of each run, from Trainer(profile=True); hand loop: each save's own)")
+    print(
+        "\npause ms/save: the mean over the timed runs' saves of the training thread's wall time in a save (trainer: "
+        "its checkpoint hook, from Trainer(profile=True); hand loop: measured around each save); end ms: the wait "
+        "for the last save as a run ends (median). * max: of each save (hand loop), of each run's mean (trainer)"
+    )
     return summary
 
 
