@@ -323,6 +323,9 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         variants["trainer, no checkpoint"] = lambda: trainer(False)
     names = list(variants)
     seconds: dict[str, list[float]] = {name: [] for name in names}
+    # CPU seconds of this process, all threads (DCP's writer and gloo's included): less sensitive
+    # than wall time to other processes competing for the cores, it shows the work each adds.
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in names}
     failed: dict[str, str] = {}
     for round_ in range(arguments.rounds + 1):
         timing[0] = round_ > 0  # round 0 warms up: first saves, DCP's planner caches, allocator
@@ -342,11 +345,12 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
                 failed[name] = next(e for e in errors if e)
                 continue
             dist.barrier()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             run()
             dist.barrier()
             if round_:
                 seconds[name].append(time.perf_counter() - start)
+                cpu_seconds[name].append(time.process_time() - cpu_start)
     for name, profiler in profilers.items():
         import pstats
 
@@ -361,6 +365,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         "iterations": iterations,
         "saves_per_run": arguments.saves,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "iterations_per_second": {name: [iterations / s for s in values] for name, values in seconds.items() if values},
         # hand loop: each save's pause; trainer: each run's mean pause (the profile keeps totals)
         "pause_s_per_save": {name: values for name, values in pauses.items() if values},
@@ -380,13 +385,14 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
     for result in results:
         width, rates = result["width"], result["iterations_per_second"]
         print(f"\nwidth {width}: state {result['state_mb_per_rank']:.2f} MB per rank (parameters + Adam's 2 buffers)")
-        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'pause ms/save':>15}{'max*':>9}{'end ms':>9}")
+        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'CPU ms/it':>10}{'pause ms/save':>15}{'max*':>9}{'end ms':>9}")
         for name, values in rates.items():
             pauses = result["pause_s_per_save"].get(name)
             ends = result["end_wait_s"].get(name)
             pause = f"{statistics.fmean(pauses) * 1e3:>15.2f}{max(pauses) * 1e3:>9.2f}" if pauses else f"{'':>24}"
             end = f"{statistics.median(ends) * 1e3:>9.2f}" if ends else ""
-            print(f"{name:<26}{statistics.median(values):>12.2f}{min(values):>9.2f}{max(values):>9.2f}{pause}{end}")
+            cpu = statistics.median(result["cpu_seconds"][name]) / result["iterations"] * 1e3
+            print(f"{name:<26}{statistics.median(values):>12.2f}{min(values):>9.2f}{max(values):>9.2f}{cpu:>10.2f}{pause}{end}")
         for name, error in result["failed"].items():
             print(f"{name:<26}failed: {error}")
         for problem in result["problems"]:
@@ -404,9 +410,14 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
                     "of_medians": statistics.median(rates[name]) / statistics.median(rates[base]),
                     # The variants of one round ran back to back: less sensitive to drifting load.
                     "per_round": statistics.median(a / b for a, b in zip(rates[name], rates[base])),
+                    # CPU time per iteration, base over variant: < 1 when the variant works more.
+                    "cpu": statistics.median(result["cpu_seconds"][base]) / statistics.median(result["cpu_seconds"][name]),
                 }
         for label, values in ratios.items():
-            print(f"{label:<46} of medians {values['of_medians']:.3f}, per round {values['per_round']:.3f}")
+            print(
+                f"{label:<46} of medians {values['of_medians']:.3f}, per round {values['per_round']:.3f}, "
+                f"CPU time {values['cpu']:.3f}"
+            )
         # Wall time a save costs the run, against the same loop without saves: the pause on the
         # training thread plus what the writing threads take from the training's cores.
         lost: dict[str, float] = {}
