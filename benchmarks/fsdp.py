@@ -356,6 +356,9 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
 
         print(f"\n-- width {width}, {name}: rank 0's saves in the timed runs, by cumulative time")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    # Each rank's own pauses: in the plugin's save, rank 1 also waits in the gather for rank 0.
+    every_rank: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every_rank, {name: values for name, values in pauses.items() if values})
     for entry in os.listdir(scratch) if rank == 0 else ():
         if entry.startswith(f"w{width}-"):
             shutil.rmtree(os.path.join(scratch, entry), ignore_errors=True)
@@ -369,6 +372,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         "iterations_per_second": {name: [iterations / s for s in values] for name, values in seconds.items() if values},
         # hand loop: each save's pause; trainer: each run's mean pause (the profile keeps totals)
         "pause_s_per_save": {name: values for name, values in pauses.items() if values},
+        "pause_s_per_save_by_rank": every_rank,
         "end_wait_s": {name: values for name, values in end_seconds.items() if values},
         "failed": failed,
         "problems": problems,
@@ -385,11 +389,13 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
     for result in results:
         width, rates = result["width"], result["iterations_per_second"]
         print(f"\nwidth {width}: state {result['state_mb_per_rank']:.2f} MB per rank (parameters + Adam's 2 buffers)")
-        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'CPU ms/it':>10}{'pause ms/save':>15}{'max*':>9}{'end ms':>9}")
+        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'CPU ms/it':>10}{'pause ms/save':>15}{'max*':>9}{'rank 1':>9}{'end ms':>9}")
         for name, values in rates.items():
             pauses = result["pause_s_per_save"].get(name)
             ends = result["end_wait_s"].get(name)
+            other = result["pause_s_per_save_by_rank"][1].get(name) if len(result["pause_s_per_save_by_rank"]) > 1 else None
             pause = f"{statistics.fmean(pauses) * 1e3:>15.2f}{max(pauses) * 1e3:>9.2f}" if pauses else f"{'':>24}"
+            pause += f"{statistics.fmean(other) * 1e3:>9.2f}" if other else f"{'':>9}"
             end = f"{statistics.median(ends) * 1e3:>9.2f}" if ends else ""
             cpu = statistics.median(result["cpu_seconds"][name]) / result["iterations"] * 1e3
             print(f"{name:<26}{statistics.median(values):>12.2f}{min(values):>9.2f}{max(values):>9.2f}{cpu:>10.2f}{pause}{end}")
@@ -430,7 +436,8 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
     print(
         "\npause ms/save: the mean over the timed runs' saves of the training thread's wall time in a save (trainer: "
         "its checkpoint hook, from Trainer(profile=True); hand loop: measured around each save); end ms: the wait "
-        "for the last save as a run ends (median). * max: of each save (hand loop), of each run's mean (trainer)"
+        "for the last save as a run ends (median). * max: of each save (hand loop), of each run's mean (trainer). "
+        "rank 1: its mean pause, on its own clock"
     )
     return summary
 
