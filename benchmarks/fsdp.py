@@ -20,7 +20,9 @@ rank. Synthetic data, batch ``--batch``; the update function is shared and retur
   reused from save to save, as the plugin's are); the last future is waited for at the end;
 * ``trainer``: ``Trainer(batches, update, plugins={"checkpoint": {"dir": ..., "objects":
   {"model": model, "optimizer": optimizer}, "every_iterations": N, "keep": 2}},
-  profile=True).run(1)``, plugin autoload off (``IGNITE_DISABLE_PLUGIN_AUTOLOAD=1``);
+  profile=True)``, plugin autoload off (``IGNITE_DISABLE_PLUGIN_AUTOLOAD=1``), made once per
+  width; each timed run is ``trainer.run(trainer.current_epoch + 1)``, one epoch more, as one
+  long training goes on (the plugin makes its gloo group in its first run only);
 * ``hand loop, no saves`` and ``trainer, no checkpoint``: the same without any save (what the
   saves cost each loop; ``--no-baselines`` leaves them out).
 
@@ -31,11 +33,16 @@ training thread's pause per save, against the size of the state each rank saves:
 loop, the wall time of each save call (the wait, rename and prune included) measured around
 it; for the trainer, the checkpoint plugin's TRAINING_ITERATION_COMPLETED hook from
 ``trainer.profile_report()`` (only called on iterations that save, so its mean is the mean
-pause per save). The wait for the last save at the run's end is shown apart ("end ms").
+pause per save; rank 1's is shown too). Also shown: the wait for the last save as a run ends
+("end ms"); the wall time a save costs the run against the same loop without saves (the pause
+plus what the writing threads take from the cores); CPU time per iteration (all threads of rank
+0's process). After each run, rank 0 checks that ``keep`` complete DCP checkpoint folders and
+nothing else (but the plugin's lock file) are left.
 
 The checkpoint plugin needs to save sharded (DTensor) models with torch.distributed.checkpoint;
 where it refuses them, the ``trainer`` variant is reported as failed with its error and the
 others still run. ``--smoke`` runs tiny sizes in seconds (not part of ``make test``).
+Diagnosis: ``--profile-saves`` prints a cProfile of rank 0's saves in each variant.
 """
 
 from __future__ import annotations
@@ -70,9 +77,7 @@ def _arguments() -> argparse.Namespace:
         "--widths", "--width", type=int, nargs="+", default=[256, 1024, 2048], help="MLP widths (default 256 1024 2048)"
     )
     parser.add_argument("--every", type=int, default=20, help="save every N iterations (default 20)")
-    parser.add_argument(
-        "--saves", type=int, default=3, help="saves per timed run: a run is saves x every iterations (default 3)"
-    )
+    parser.add_argument("--saves", type=int, default=3, help="saves per timed run: a run is saves x every iterations (default 3)")
     parser.add_argument("--batch", type=int, default=32, help="batch size per rank (default 32)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per width (default 3) after one warm-up round")
     parser.add_argument("--no-baselines", action="store_true", help="skip the variants without saves")
@@ -83,7 +88,9 @@ def _arguments() -> argparse.Namespace:
         help="diagnosis: cProfile rank 0's saves in the timed runs (the hand loop's, and the checkpoint plugin's "
         "save() method, wrapped on its instance) and print the top functions by cumulative time",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds: --widths 32 --every 2 --saves 2 --rounds 1")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, a few seconds: --widths 32 --every 2 --saves 2 --rounds 1"
+    )
     arguments = parser.parse_args()
     if arguments.smoke:
         arguments.widths, arguments.every, arguments.saves, arguments.rounds = [32], 2, 2, 1
@@ -163,7 +170,10 @@ class HandSaver:
         temporary = final + ".tmp"
         self.pending = (temporary, final)
         self.future = dcp.async_save(
-            {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=temporary, process_group=self.group, async_stager=self.stager
+            {"model": model_state, "optimizer": optimizer_state},
+            checkpoint_id=temporary,
+            process_group=self.group,
+            async_stager=self.stager,
         )
         self.pauses.append(time.perf_counter() - start)
 
@@ -202,13 +212,20 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
     iterations = arguments.every * arguments.saves
     generator = torch.Generator().manual_seed(rank)
     distinct = [
-        (torch.randn(arguments.batch, width, generator=generator), torch.randint(0, CLASSES, (arguments.batch,), generator=generator))
+        (
+            torch.randn(arguments.batch, width, generator=generator),
+            torch.randint(0, CLASSES, (arguments.batch,), generator=generator),
+        )
         for _ in range(DISTINCT_BATCHES)
     ]
     batches = [distinct[i % DISTINCT_BATCHES] for i in range(iterations)]
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, CLASSES)
+        torch.nn.Linear(width, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, CLASSES),
     )
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
@@ -282,35 +299,57 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
 
         return run
 
+    trainers: dict[bool, Any] = {}
+    start_seconds: list[float] = []  # the checkpoint plugin's TRAINING_STARTED hook, per timed run
+
     def trainer(checkpointing: bool) -> Callable[[], None]:
-        plugins: dict[str, Any] = {}
-        if checkpointing:
-            plugins["checkpoint"] = {
-                "dir": fresh_dir("trainer"),
-                "objects": {"model": model, "optimizer": optimizer},
-                "every_iterations": arguments.every,
-                "keep": KEEP,
-            }
-        instance = Trainer(batches, update, plugins=plugins, profile=True)  # both: alike but for the plugin
-        if checkpointing and profilers:
-            plugin = instance.plugins["checkpoint"]
-            plugin.save = profiled("trainer", plugin.save)  # diagnosis only: its hooks call self.save
+        # One trainer per variant, every run continuing it by one epoch, as one long training
+        # would: the plugin makes its gloo group at its first run only, as the hand loop does.
+        if checkpointing not in trainers:
+            plugins: dict[str, Any] = {}
+            if checkpointing:
+                plugins["checkpoint"] = {
+                    "dir": fresh_dir("trainer"),
+                    "objects": {"model": model, "optimizer": optimizer},
+                    "every_iterations": arguments.every,
+                    "keep": KEEP,  # prunes across runs too: each run checks that KEEP are left
+                }
+            instance = Trainer(batches, update, plugins=plugins, profile=True)  # both: alike but for the plugin
+            if checkpointing and profilers:
+                plugin = instance.plugins["checkpoint"]
+                plugin.save = profiled("trainer", plugin.save)  # diagnosis only: its hooks call self.save
+            trainers[checkpointing] = instance
+        instance = trainers[checkpointing]
+
+        def totals() -> dict[tuple[str, str, str], tuple[int, float]]:
+            return {(row["kind"], row["name"], row["event"]): (row["calls"], row["total_s"]) for row in instance.profile_report()}
 
         def run() -> None:
-            instance.run(1)
-            if checkpointing and rank == 0:
+            before = totals()
+            instance.run(instance.current_epoch + 1)
+            if not checkpointing:
+                return
+            dirname = instance.plugins["checkpoint"].dir
+            if rank == 0:
                 from ignite_checkpoint import list_checkpoints
 
-                check(plugins["checkpoint"]["dir"], [os.path.basename(path) for path in list_checkpoints(plugins["checkpoint"]["dir"])])
-            if checkpointing and timing[0]:
-                rows = {(row["kind"], row["name"], row["event"]): row for row in instance.profile_report()}
-                saves = rows[("plugin", "checkpoint", "TRAINING_ITERATION_COMPLETED")]
-                if saves["calls"] != arguments.saves:
-                    raise RuntimeError(f"the checkpoint hook ran {saves['calls']} times, not {arguments.saves}")
+                check(dirname, [os.path.basename(path) for path in list_checkpoints(dirname)])
+            if timing[0]:
+                after = totals()
+
+                def delta(event: str) -> tuple[int, float]:
+                    key = ("plugin", "checkpoint", event)
+                    calls, total = after.get(key, (0, 0.0))
+                    calls_before, total_before = before.get(key, (0, 0.0))
+                    return calls - calls_before, total - total_before
+
+                calls, total = delta("TRAINING_ITERATION_COMPLETED")
+                if calls != arguments.saves:
+                    raise RuntimeError(f"the checkpoint hook ran {calls} times, not {arguments.saves}")
                 # The profile holds totals: one mean pause per run (every run makes as many saves).
-                pauses["trainer"].append(saves["total_s"] / saves["calls"])
-                end = rows.get(("plugin", "checkpoint", "TRAINING_COMPLETED"))
-                end_seconds["trainer"].append(end["total_s"] if end else 0.0)
+                pauses["trainer"].append(total / calls)
+                end_seconds["trainer"].append(delta("TRAINING_COMPLETED")[1])
+                start_seconds.append(delta("TRAINING_STARTED")[1])
 
         return run
 
@@ -336,7 +375,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
             try:  # construction (plugin loading, a refusal of sharded models) is not timed
                 run = variants[name]()
                 error = None
-            except Exception as exception:  # noqa: BLE001 - reported, the other variants go on
+            except Exception as exception:
                 run, error = None, f"{type(exception).__name__}: {exception}"
             # Every rank learns whether any rank could not build the variant, before any collective in it.
             errors: list[str | None] = [None] * dist.get_world_size()
@@ -374,6 +413,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         "pause_s_per_save": {name: values for name, values in pauses.items() if values},
         "pause_s_per_save_by_rank": every_rank,
         "end_wait_s": {name: values for name, values in end_seconds.items() if values},
+        "trainer_start_hook_s": start_seconds,
         "failed": failed,
         "problems": problems,
     }
@@ -389,7 +429,10 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
     for result in results:
         width, rates = result["width"], result["iterations_per_second"]
         print(f"\nwidth {width}: state {result['state_mb_per_rank']:.2f} MB per rank (parameters + Adam's 2 buffers)")
-        print(f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'CPU ms/it':>10}{'pause ms/save':>15}{'max*':>9}{'rank 1':>9}{'end ms':>9}")
+        print(
+            f"{'variant':<26}{'median it/s':>12}{'min':>9}{'max':>9}{'CPU ms/it':>10}"
+            f"{'pause ms/save':>15}{'max*':>9}{'rank 1':>9}{'end ms':>9}"
+        )
         for name, values in rates.items():
             pauses = result["pause_s_per_save"].get(name)
             ends = result["end_wait_s"].get(name)
@@ -432,6 +475,9 @@ def report(arguments: argparse.Namespace, results: list[dict[str, Any]]) -> dict
                 per_iteration = 1 / statistics.median(rates[name]) - 1 / statistics.median(rates[base])
                 lost[name] = per_iteration * result["iterations"] / result["saves_per_run"]
                 print(f"{name}: the run's wall time per save over its loop without saves {lost[name] * 1e3:.1f} ms (medians)")
+        if result["trainer_start_hook_s"]:
+            start = statistics.median(result["trainer_start_hook_s"]) * 1e3
+            print(f"trainer: the checkpoint plugin's TRAINING_STARTED hook {start:.2f} ms a run (median)")
         summary[str(width)] = {"ratios": ratios, "wall_s_lost_per_save": lost}
     print(
         "\npause ms/save: the mean over the timed runs' saves of the training thread's wall time in a save (trainer: "
