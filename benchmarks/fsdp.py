@@ -134,9 +134,8 @@ class HandSaver:
 
     def __init__(self, dirname: str, model: Any, optimizer: Any, group: Any) -> None:
         self.dirname, self.model, self.optimizer, self.group = dirname, model, optimizer, group
-        self.future: Any = None
         self.stager: Any = None  # one per run, as the plugin keeps one: its host copies are reused
-        self.pending: tuple[str, str] | None = None  # (temporary, final) folder of the save in flight
+        self.pending: tuple[Any, str, str] | None = None  # the save in flight: future, temporary and final folder
         self.written: list[str] = []
         self.pauses: list[float] = []
         self.end_seconds = 0.0
@@ -144,12 +143,11 @@ class HandSaver:
     def _complete(self) -> None:
         import torch.distributed as dist
 
-        if self.future is None:
+        if self.pending is None:
             return
-        self.future.result()
-        self.future = None
-        temporary, final = self.pending
+        future, temporary, final = self.pending
         self.pending = None
+        future.result()
         if dist.get_rank() == 0:  # rank 0's future ends after every rank's shards and the metadata
             os.rename(temporary, final)
             self.written.append(final)
@@ -168,13 +166,13 @@ class HandSaver:
         model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
         final = os.path.join(self.dirname, f"checkpoint_i{iteration:08d}")
         temporary = final + ".tmp"
-        self.pending = (temporary, final)
-        self.future = dcp.async_save(
+        future = dcp.async_save(
             {"model": model_state, "optimizer": optimizer_state},
             checkpoint_id=temporary,
             process_group=self.group,
             async_stager=self.stager,
         )
+        self.pending = (future, temporary, final)
         self.pauses.append(time.perf_counter() - start)
 
     def finish(self) -> None:
@@ -287,7 +285,7 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
             outputs = []  # kept, as the trainer keeps its history
             for iteration, batch in enumerate(batches, 1):
                 outputs.append(update(batch))
-                if saver is not None and iteration % arguments.every == 0:
+                if save is not None and iteration % arguments.every == 0:
                     save(iteration)
             if saver is not None:
                 saver.finish()
@@ -372,15 +370,16 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
         for name in names[shift:] + names[:shift]:
             if name in failed:
                 continue
+            run: Callable[[], None] | None = None
+            error: str | None = None
             try:  # construction (plugin loading, a refusal of sharded models) is not timed
                 run = variants[name]()
-                error = None
             except Exception as exception:
-                run, error = None, f"{type(exception).__name__}: {exception}"
+                error = f"{type(exception).__name__}: {exception}"
             # Every rank learns whether any rank could not build the variant, before any collective in it.
             errors: list[str | None] = [None] * dist.get_world_size()
             dist.all_gather_object(errors, error)
-            if any(errors):
+            if any(errors) or run is None:
                 failed[name] = next(e for e in errors if e)
                 continue
             dist.barrier()
