@@ -389,6 +389,9 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
             if round_:
                 seconds[name].append(time.perf_counter() - start)
                 cpu_seconds[name].append(time.process_time() - cpu_start)
+            # Untimed: the writeback of this variant's files (pruned folders too) does not spill into the next one's time.
+            os.sync()
+            dist.barrier()
     for name, profiler in profilers.items():
         import pstats
 
