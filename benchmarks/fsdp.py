@@ -367,7 +367,10 @@ def measure_width(arguments: argparse.Namespace, width: int, scratch: str, group
     for round_ in range(arguments.rounds + 1):
         timing[0] = round_ > 0  # round 0 warms up: first saves, DCP's planner caches, allocator
         shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = names[shift:] + names[:shift]
+        # A rotation keeps who runs after whom; reversed every other round, each variant follows
+        # one that saves and one that does not, as often (what a save leaves behind is shared).
+        for name in order if round_ % 2 else order[::-1]:
             if name in failed:
                 continue
             run: Callable[[], None] | None = None
