@@ -26,9 +26,10 @@ rank. Synthetic data, batch ``--batch``; the update function is shared and retur
 * ``hand loop, no saves`` and ``trainer, no checkpoint``: the same without any save (what the
   saves cost each loop; ``--no-baselines`` leaves them out).
 
-Each round times every variant once (in rotating order) between two barriers; one warm-up
-round is not counted. Rank 0 prints, per width, the median iterations/s of each variant, the
-ratio trainer / hand loop (of the medians and the median of the per-round ratios) and the
+Each round times every variant once between two barriers, in an order rotated each round and
+reversed every other round, with ``os.sync()`` (untimed) after each run; one warm-up round is
+not counted. Rank 0 prints, per width, the median iterations/s of each variant, the ratio
+trainer / hand loop (of the medians, the median of the per-round ratios, of CPU time) and the
 training thread's pause per save, against the size of the state each rank saves: for the hand
 loop, the wall time of each save call (the wait, rename and prune included) measured around
 it; for the trainer, the checkpoint plugin's TRAINING_ITERATION_COMPLETED hook from
