@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -266,12 +267,22 @@ DIGITS_DISTRIBUTED = EXAMPLES / "digits_distributed.py"
 def torchrun_example(script: Path, *args: str, cwd: Path) -> str:
     """Run an example under ``torchrun --standalone --nproc-per-node=2`` (gloo on CPU); return its
     output. One relaunch when the only failure is gloo's rare abort at teardown (see
-    benchmarks/gloo_teardown.py), which says nothing about the example."""
+    benchmarks/gloo_teardown.py), which says nothing about the example; ``cwd/ck`` (the
+    checkpoints) is put back first as it was before the launch, for a ``--resume`` to read the
+    same ones."""
     from ignite.testing import GLOO_TEARDOWN_ABORT
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), *args]
-    for _ in range(2):
+    checkpoints, before = cwd / "ck", cwd / "ck-before-launch"
+    shutil.rmtree(before, ignore_errors=True)
+    if checkpoints.exists():
+        shutil.copytree(checkpoints, before, ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
+    for attempt in range(2):
+        if attempt:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            if before.exists():
+                shutil.copytree(before, checkpoints)
         result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
         output = result.stdout + result.stderr
         if result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output:

@@ -109,9 +109,13 @@ def test_a_save_at_an_epochs_end_replaces_the_save_of_its_last_iteration(main_ru
 
 
 def test_another_number_of_ranks_resumes_an_epoch_end_checkpoint_resharded(main_run: Path, tmp_path: Path) -> None:
-    shutil.copytree(main_run / "epochs", tmp_path / "epochs", ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
-    shutil.copytree(main_run / "full", tmp_path / "full", ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
-    result = torchrun(tmp_path, "reshard", worker=WORKER, nproc=3)
+    def copy_folders() -> None:  # again before a launch that is run again: the first one saved epoch 2
+        for name in ("epochs", "full"):
+            shutil.rmtree(tmp_path / name, ignore_errors=True)
+            shutil.copytree(main_run / name, tmp_path / name, ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
+
+    copy_folders()
+    result = torchrun(tmp_path, "reshard", worker=WORKER, nproc=3, before_retry=copy_folders)
     assert result.returncode == 0, output_of(result)
     found = [json.loads((tmp_path / f"reshard_rank{rank}.json").read_text()) for rank in range(3)]
     saved = full_state(main_run, "epoch_saves")  # by 2 ranks, after epoch 1
