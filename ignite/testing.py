@@ -4,9 +4,11 @@ the GPU with every host sync in the training iterations an error."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,17 +50,24 @@ def run_ranks(
     (name the plugins in ``plugins=``). A rank still running after ``timeout`` seconds (a
     hang) is killed; any rank's failure raises AssertionError with every rank's output. A run
     in which the only failures are gloo's teardown abort (see :func:`is_gloo_teardown_abort`)
-    is run once more, after removing ``folder/store``.
+    is run again (twice at most) from ``folder`` as it was before the first run: what the
+    scripts wrote is removed, what they changed put back (a checkpoint a resume reads).
     """
-    for attempt in range(2):
-        codes, outputs = _launch(script, folder, world_size, timeout, env)
-        failed = [rank for rank, code in enumerate(codes) if code]
-        if not failed:
-            return outputs
-        if attempt == 0 and all(is_gloo_teardown_abort(codes[rank], outputs[rank]) for rank in failed):
-            Path(folder, "store").unlink(missing_ok=True)  # a FileStore must not be reused
-            continue
-        break
+    with tempfile.TemporaryDirectory() as scratch:
+        before = Path(scratch, "folder")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, before, symlinks=True)  # small test folders: the copy is cheap
+        for attempt in range(3):
+            if attempt:
+                shutil.rmtree(folder)
+                shutil.copytree(before, folder, symlinks=True)
+                Path(folder, "store").unlink(missing_ok=True)  # a FileStore must not be reused
+            codes, outputs = _launch(script, folder, world_size, timeout, env)
+            failed = [rank for rank, code in enumerate(codes) if code]
+            if not failed:
+                return outputs
+            if not all(is_gloo_teardown_abort(codes[rank], outputs[rank]) for rank in failed):
+                break
     shown = "\n".join(f"--- rank {rank} (exit code {code})\n{outputs[rank]}" for rank, code in enumerate(codes))
     raise AssertionError(f"{script}: not every rank succeeded\n{shown}")
 

@@ -45,16 +45,20 @@ ABORTING = """
     from pathlib import Path
 
     # gloo's teardown abort cannot be caused on demand: this script ends the way it does (the
-    # C++ runtime's message, then SIGABRT) on rank 1 of the first ATTEMPTS attempts.
+    # C++ runtime's message, then SIGABRT) on rank 1 of the first ATTEMPTS attempts. Its runs are
+    # counted outside the folder, which each attempt finds as it was before the first.
     rank, folder = int(sys.argv[1]), Path(sys.argv[3])
     attempts = int((folder / "attempts").read_text())
-    first = not (folder / f"seen{rank}").exists()
-    (folder / f"seen{rank}").write_text("")
+    assert (folder / "input").read_text() == "as given", "a changed file was not put back"
     if rank == 1:
-        assert not (folder / "store").exists(), "the store of the first attempt was left"
+        assert not (folder / "store").exists(), "the store of the previous attempt was left"
+        assert not (folder / "written").exists(), "what the previous attempt wrote was left"
         (folder / "store").write_text("")  # what init_process_group leaves
-        count = len(list(folder.glob("run*"))) + 1
-        (folder / f"run{count}").write_text("")
+        (folder / "written").write_text("")
+        (folder / "input").write_text("changed")
+        runs = folder.parent / "runs"
+        count = len(runs.read_text()) + 1 if runs.exists() else 1
+        runs.write_text("x" * count)
         if count <= attempts:
             print("terminate called without an active exception", file=sys.stderr, flush=True)
             os.abort()
@@ -62,19 +66,20 @@ ABORTING = """
 """
 
 
-@pytest.mark.parametrize("attempts, succeeds", [(1, True), (2, False)])
-def test_a_gloo_teardown_abort_is_run_once_more(tmp_path, attempts, succeeds):
+@pytest.mark.parametrize("attempts, succeeds, runs", [(1, True, 2), (2, True, 3), (3, False, 3)])
+def test_a_gloo_teardown_abort_is_run_again_from_the_folder_as_it_was(tmp_path, attempts, succeeds, runs):
     script = tmp_path / "aborting.py"
     script.write_text(textwrap.dedent(ABORTING))
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "attempts").write_text(str(attempts))
+    (folder / "input").write_text("as given")
     if succeeds:
         assert [output.strip() for output in run_ranks(script, folder)] == ["done 0", "done 1"]
     else:
         with pytest.raises(AssertionError, match=r"(?s)rank 1 \(exit code -6\).*terminate called without"):
             run_ranks(script, folder)
-    assert len(list(folder.glob("run*"))) == 2  # never a third time
+    assert len((tmp_path / "runs").read_text()) == runs  # never a fourth time
 
 
 def test_other_failures_are_not_run_again(tmp_path):
