@@ -52,14 +52,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _torchrun import free_port, run_as_two_ranks  # benchmarks/ is the script's folder
+
 HIDDEN = 256
 BATCH = 64
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _arguments() -> argparse.Namespace:
@@ -108,7 +104,7 @@ def _visdom_server(wanted: bool):
     if not (wanted and installed):
         yield None
         return
-    port = _free_port()
+    port = free_port()
     code = (
         "import sys; from visdom.server.run_server import main; "
         f"sys.argv = ['visdom', '-port', '{port}', '--hostname', '127.0.0.1', '-bind_local']; main()"
@@ -140,24 +136,11 @@ def _visdom_server(wanted: bool):
 def launch(arguments: argparse.Namespace) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("IGNITE_DISABLE_PLUGINS", None)
-    if os.path.exists("/sys/class/net/lo"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"
     with _visdom_server(not (arguments.no_plugins or arguments.no_visdom_server)) as visdom_port:
         if visdom_port is not None:
             env["BENCH_VISDOM_PORT"] = str(visdom_port)
         with tempfile.TemporaryDirectory(prefix="ignite-bench-torchrun-") as logs:
-            command = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node=2",
-                "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}",
-                f"--log-dir={logs}",  # else torchrun leaves a /tmp/torchelastic_* folder
-                os.path.abspath(__file__),
-                *sys.argv[1:],
-            ]
-            return subprocess.call(command, env=env)
+            return run_as_two_ranks(__file__, env, logs)
 
 
 # -- one rank -------------------------------------------------------------------------------

@@ -52,24 +52,18 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
+from _torchrun import run_as_two_ranks  # benchmarks/ is the script's folder
+
 CLASSES = 10
 KEEP = 2
 DISTINCT_BATCHES = 8  # the batches cycle through these: data generation stays out of the picture
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _arguments() -> argparse.Namespace:
@@ -108,23 +102,9 @@ def _arguments() -> argparse.Namespace:
 
 def launch() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IGNITE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    if os.path.exists("/sys/class/net/lo"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"
     with tempfile.TemporaryDirectory(prefix="ignite-bench-fsdp-") as scratch:
         env["BENCH_FSDP_DIR"] = scratch  # the checkpoints: one folder both ranks write into
-        logs = os.path.join(scratch, "torchrun")
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
-            f"--log-dir={logs}",  # else torchrun leaves a /tmp/torchelastic_* folder
-            os.path.abspath(__file__),
-            *sys.argv[1:],
-        ]
-        return subprocess.call(command, env=env)
+        return run_as_two_ranks(__file__, env, os.path.join(scratch, "torchrun"))
 
 
 # -- one rank -------------------------------------------------------------------------------

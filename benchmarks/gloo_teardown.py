@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+
+from _torchrun import free_port  # benchmarks/ is the script's folder
 
 RANK_SCRIPT = textwrap.dedent(
     """
@@ -85,12 +86,6 @@ VARIANTS = ("destroy", "tcp", "no_destroy", "pending", "barrier", "del_ddp", "os
 ABORT = "terminate called without an active exception"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def launch(script: str, variant: str, timeout: float) -> tuple[list[int | None], str]:
     """One two-rank launch: the ranks' exit codes (torchrun: the agent's) and their output."""
     # faulthandler prints, at the abort, which thread aborted and whether Python was finalising.
@@ -101,13 +96,13 @@ def launch(script: str, variant: str, timeout: float) -> tuple[list[int | None],
         if variant == "torchrun":
             command = [
                 sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}", "--max_restarts=0", f"--log-dir={folder}/logs",
+                f"--master_port={free_port()}", "--max_restarts=0", f"--log-dir={folder}/logs",
                 script, variant, folder,
             ]
             result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
             return [result.returncode], result.stdout + result.stderr
         if variant == "tcp":
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2")
         processes = [
             subprocess.Popen(
                 [sys.executable, script, variant, folder, str(rank), "2"],
