@@ -725,11 +725,8 @@ class _Sharded:
                     "optimizer's state by its model's parameter names)"
                 )
             self.optimizers[name] = (owner, obj)
-
-    @property
-    def kinds(self) -> dict[str, str]:
-        """Name -> "model" or "optimizer": what a sharded checkpoint's state file records."""
-        return {**dict.fromkeys(self.modules, "model"), **dict.fromkeys(self.optimizers, "optimizer")}
+        #: Name -> "model" or "optimizer": what a sharded checkpoint's state file records.
+        self.kinds: dict[str, str] = {**dict.fromkeys(self.modules, "model"), **dict.fromkeys(self.optimizers, "optimizer")}
 
     def state_dicts(self) -> dict[str, Any]:
         """Each object's sharded state (its DTensors are the live shards: no copy), by name."""
