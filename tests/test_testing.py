@@ -49,8 +49,8 @@ ABORTING = """
     # counted outside the folder, which each attempt finds as it was before the first.
     rank, folder = int(sys.argv[1]), Path(sys.argv[3])
     attempts = int((folder / "attempts").read_text())
-    assert (folder / "input").read_text() == "as given", "a changed file was not put back"
-    if rank == 1:
+    if rank == 1:  # rank 1 alone reads and changes the folder: rank 0 runs beside it
+        assert (folder / "input").read_text() == "as given", "a changed file was not put back"
         assert not (folder / "store").exists(), "the store of the previous attempt was left"
         assert not (folder / "written").exists(), "what the previous attempt wrote was left"
         (folder / "store").write_text("")  # what init_process_group leaves
