@@ -3,13 +3,14 @@ the GPU with every host sync in the training iterations an error."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,14 @@ from .events import TrainingEvents
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["GLOO_TEARDOWN_ABORT", "cuda_regression", "is_gloo_teardown_abort", "run_ranks", "run_without_host_syncs"]
+__all__ = [
+    "GLOO_TEARDOWN_ABORT",
+    "cuda_regression",
+    "folder_kept_aside",
+    "is_gloo_teardown_abort",
+    "run_ranks",
+    "run_without_host_syncs",
+]
 
 #: What a rank prints when gloo aborts it (SIGABRT) while the process ends, its work done: it
 #: happens to plain DDP scripts without ignite too, in any shutdown order tried
@@ -32,6 +40,32 @@ def is_gloo_teardown_abort(returncode: int | None, output: str) -> bool:
     """Whether a process ended in gloo's teardown abort (SIGABRT, with the C++ runtime's
     message), which says nothing about the test: launchers run the job once more."""
     return returncode == -signal.SIGABRT and GLOO_TEARDOWN_ABORT in output
+
+
+@contextlib.contextmanager
+def folder_kept_aside(folder: str | os.PathLike[str], ignore: Collection[str] = ()) -> Iterator[Callable[[], None]]:
+    """Copy ``folder`` aside for the ``with`` block, which gets ``put_back()``: it makes the
+    folder again as it was (what was written since removed, what was changed restored), e.g.
+    before a launch that is run again reads the checkpoints the first one started from. Entries
+    named in ``ignore`` (a launcher's logs) are neither copied nor touched. Small test folders
+    only: everything is copied."""
+    folder = Path(folder)
+    skip = shutil.ignore_patterns(*ignore) if ignore else None
+    with tempfile.TemporaryDirectory() as scratch:
+        before = Path(scratch, "folder")
+        shutil.copytree(folder, before, symlinks=True, ignore=skip)
+
+        def put_back() -> None:
+            for entry in folder.iterdir():
+                if entry.name in ignore:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            shutil.copytree(before, folder, symlinks=True, dirs_exist_ok=True)
+
+        yield put_back
 
 
 def run_ranks(
@@ -53,14 +87,11 @@ def run_ranks(
     is run again (twice at most) from ``folder`` as it was before the first run: what the
     scripts wrote is removed, what they changed put back (a checkpoint a resume reads).
     """
-    with tempfile.TemporaryDirectory() as scratch:
-        before = Path(scratch, "folder")
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        shutil.copytree(folder, before, symlinks=True)  # small test folders: the copy is cheap
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with folder_kept_aside(folder) as put_back:
         for attempt in range(3):
             if attempt:
-                shutil.rmtree(folder)
-                shutil.copytree(before, folder, symlinks=True)
+                put_back()
                 Path(folder, "store").unlink(missing_ok=True)  # a FileStore must not be reused
             codes, outputs = _launch(script, folder, world_size, timeout, env)
             failed = [rank for rank, code in enumerate(codes) if code]

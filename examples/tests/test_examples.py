@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -267,26 +266,20 @@ DIGITS_DISTRIBUTED = EXAMPLES / "digits_distributed.py"
 def torchrun_example(script: Path, *args: str, cwd: Path) -> str:
     """Run an example under ``torchrun --standalone --nproc-per-node=2`` (gloo on CPU); return its
     output. One relaunch when the only failure is gloo's rare abort at teardown (see
-    benchmarks/gloo_teardown.py), which says nothing about the example; ``cwd/ck`` (the
-    checkpoints) is put back first as it was before the launch, for a ``--resume`` to read the
-    same ones."""
-    from ignite.testing import GLOO_TEARDOWN_ABORT
+    benchmarks/gloo_teardown.py), which says nothing about the example, from ``cwd`` as the
+    first launch found it (the checkpoints a ``--resume`` reads)."""
+    from ignite.testing import GLOO_TEARDOWN_ABORT, folder_kept_aside
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), *args]
-    checkpoints, before = cwd / "ck", cwd / "ck-before-launch"
-    shutil.rmtree(before, ignore_errors=True)
-    if checkpoints.exists():
-        shutil.copytree(checkpoints, before, ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
-    for attempt in range(2):
-        if attempt:
-            shutil.rmtree(checkpoints, ignore_errors=True)
-            if before.exists():
-                shutil.copytree(before, checkpoints)
-        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-        output = result.stdout + result.stderr
-        if result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output:
-            break
+    with folder_kept_aside(cwd) as put_back:
+        for attempt in range(2):
+            if attempt:
+                put_back()
+            result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+            output = result.stdout + result.stderr
+            if result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output:
+                break
     assert result.returncode == 0, f"torchrun {script.name} {' '.join(args)} failed:\n{output}"
     return output
 

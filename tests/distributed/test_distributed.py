@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ignite.testing import GLOO_TEARDOWN_ABORT
+from ignite.testing import GLOO_TEARDOWN_ABORT, folder_kept_aside
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
@@ -66,58 +64,69 @@ def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# torchrun's logs in a launch's folder (see rank_output()): kept when a launch is run again.
+LAUNCH_LOGS = ("torchrun", "torchrun_node0", "torchrun_node1")
+
+
 def torchrun(
     out: Path,
     *cases: str,
     env: dict[str, str] | None = None,
-    before_retry: Callable[[], None] | None = None,
     max_restarts: int = 0,
     nodes: int = 1,
     worker: Path = WORKER,
     nproc: int = 2,
 ) -> subprocess.CompletedProcess:
     """Run the worker's ``cases`` on 2 ranks (``nproc`` on one node); stdout and stderr of the
-    agent and the ranks.
-    ``before_retry`` puts back what a launch that is run again must start from (the files a
-    resume reads: the first attempt wrote newer ones). ``nodes=2``: as two machines of one
-    process each, two torchrun agents meeting through a c10d rendezvous on 127.0.0.1 (see
-    :func:`torchrun_nodes`)."""
-    for attempt in range(3):
-        if attempt and before_retry is not None:
-            before_retry()
-        if nodes == 2:
-            result = torchrun_nodes(out, *cases, env=env, max_restarts=max_restarts)
-        else:
-            # Restarts need a fresh store per attempt: by default torchrun keeps the one the workers
-            # meet in (static rendezvous, or the c10d rendezvous's shared store), and a restarted
-            # rank can read the previous attempt's addresses there, then fail to connect (or
-            # hang). The c10d rendezvous without store sharing makes rank 0 host a new one each time.
-            where = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
-            if max_restarts:
-                where = ["--standalone"]
-                env = {**(env or {}), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-            command = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                f"--nproc_per_node={nproc}",
-                *where,
-                f"--max_restarts={max_restarts}",
-                f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
-                "--tee=3",  # each rank's output also in a file of its own: see rank_output()
-                str(worker),
-                str(out),
-                *cases,
-            ]
-            result = subprocess.run(
-                command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
-            )
-        output = result.stdout + result.stderr
-        # The free port may have been taken between the probe and the launch: try another. A
-        # rank that gloo aborted at teardown, its work done, says nothing about the test either.
-        if "address already in use" not in output.lower() and (result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output):
-            return result
+    agent and the ranks. ``nodes=2``: as two machines of one process each, two torchrun agents
+    meeting through a c10d rendezvous on 127.0.0.1 (see :func:`torchrun_nodes`). A launch run
+    again (a port taken, gloo's teardown abort) starts from ``out`` as the first one found it:
+    the checkpoints a resume reads, not the newer ones the first attempt wrote."""
+    with folder_kept_aside(out, ignore=LAUNCH_LOGS) as put_back:
+        for attempt in range(3):
+            if attempt:
+                put_back()
+            if nodes == 2:
+                result = torchrun_nodes(out, *cases, env=env, max_restarts=max_restarts)
+            else:
+                result = _torchrun_one_node(out, cases, env, max_restarts, worker, nproc)
+            output = result.stdout + result.stderr
+            # The free port may have been taken between the probe and the launch: try another. A
+            # rank that gloo aborted at teardown, its work done, says nothing about the test either.
+            if "address already in use" not in output.lower() and (
+                result.returncode == 0 or GLOO_TEARDOWN_ABORT not in output
+            ):
+                return result
     return result
+
+
+def _torchrun_one_node(
+    out: Path, cases: tuple[str, ...], env: dict[str, str] | None, max_restarts: int, worker: Path, nproc: int
+) -> subprocess.CompletedProcess:
+    # Restarts need a fresh store per attempt: by default torchrun keeps the one the workers
+    # meet in (static rendezvous, or the c10d rendezvous's shared store), and a restarted
+    # rank can read the previous attempt's addresses there, then fail to connect (or
+    # hang). The c10d rendezvous without store sharing makes rank 0 host a new one each time.
+    where = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+    if max_restarts:
+        where = ["--standalone"]
+        env = {**(env or {}), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        *where,
+        f"--max_restarts={max_restarts}",
+        f"--log-dir={out / 'torchrun'}",  # else torchrun leaves a /tmp/torchelastic_* folder per launch
+        "--tee=3",  # each rank's output also in a file of its own: see rank_output()
+        str(worker),
+        str(out),
+        *cases,
+    ]
+    return subprocess.run(
+        command, cwd=out, env=_environment(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
 
 
 def torchrun_nodes(
@@ -394,14 +403,7 @@ def checkpoint_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     crashed = torchrun(out, "checkpoint_crash", nodes=nodes)
     assert crashed.returncode != 0, output_of(crashed)
     assert not list(out.glob("checkpoint_crash_rank*.json")), "the run was to die at iteration 11"
-    folder, left = out / "checkpoints", out / "checkpoints_left_by_the_crash"
-    shutil.copytree(folder, left)
-
-    def as_the_crash_left_it() -> None:
-        shutil.rmtree(folder)
-        shutil.copytree(left, folder)
-
-    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_crash_left_it, nodes=nodes)
+    resumed = torchrun(out, "checkpoint_resume", nodes=nodes)  # a launch run again: from the crash's files
     assert resumed.returncode == 0, output_of(resumed)
     return reference, out
 

@@ -29,16 +29,9 @@ EVERY, ITERATIONS = 4, 18  # a save every 4 iterations; 3 epochs of 6 batches
 def main_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fsdp")
     cases = ("full", "resume", "preempt", "leftovers", "epoch_saves", "write_failure", "mismatch")
-    # A launch run again (see torchrun()) starts from an empty folder: no checkpoint of the first.
-    result = torchrun(out, *cases, worker=WORKER, before_retry=lambda: _empty(out))
+    result = torchrun(out, *cases, worker=WORKER)
     assert result.returncode == 0, output_of(result)
     return out
-
-
-def _empty(out: Path) -> None:
-    for path in out.iterdir():
-        if path.name != "torchrun":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def full_state(out: Path, case: str, rank: int = 0) -> dict[str, torch.Tensor]:
@@ -109,13 +102,9 @@ def test_a_save_at_an_epochs_end_replaces_the_save_of_its_last_iteration(main_ru
 
 
 def test_another_number_of_ranks_resumes_an_epoch_end_checkpoint_resharded(main_run: Path, tmp_path: Path) -> None:
-    def copy_folders() -> None:  # again before a launch that is run again: the first one saved epoch 2
-        for name in ("epochs", "full"):
-            shutil.rmtree(tmp_path / name, ignore_errors=True)
-            shutil.copytree(main_run / name, tmp_path / name, ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
-
-    copy_folders()
-    result = torchrun(tmp_path, "reshard", worker=WORKER, nproc=3, before_retry=copy_folders)
+    for name in ("epochs", "full"):
+        shutil.copytree(main_run / name, tmp_path / name, ignore=shutil.ignore_patterns(".ignite-checkpoint.lock"))
+    result = torchrun(tmp_path, "reshard", worker=WORKER, nproc=3)
     assert result.returncode == 0, output_of(result)
     found = [json.loads((tmp_path / f"reshard_rank{rank}.json").read_text()) for rank in range(3)]
     saved = full_state(main_run, "epoch_saves")  # by 2 ranks, after epoch 1
@@ -161,13 +150,7 @@ def test_mismatched_folders_and_objects_are_refused_by_name_and_nothing_is_remov
 def test_an_elastic_restart_after_a_sigkill_during_a_background_save_resumes_bit_for_bit(
     main_run: Path, tmp_path: Path
 ) -> None:
-    result = torchrun(
-        tmp_path,
-        "elastic",
-        worker=WORKER,
-        max_restarts=1,
-        before_retry=lambda: shutil.rmtree(tmp_path / "elastic", ignore_errors=True),
-    )
+    result = torchrun(tmp_path, "elastic", worker=WORKER, max_restarts=1)
     assert result.returncode == 0, output_of(result)
     full = read(main_run, "full")
     for rank, found in enumerate(read(tmp_path, "elastic")):

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -155,14 +154,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_iteration_and_saves_it(pree
 
 def test_resume_after_preemption_ends_bit_for_bit_like_the_uninterrupted_run(uninterrupted: Path, preempted_via_torchrun) -> None:
     out, _ = preempted_via_torchrun
-    folder, left = out / "checkpoints", out / "checkpoints_left_by_the_preemption"
-    shutil.copytree(folder, left)
-
-    def as_the_preemption_left_it() -> None:  # a launch run again (a port taken, gloo's teardown abort)
-        shutil.rmtree(folder)
-        shutil.copytree(left, folder)
-
-    resumed = torchrun(out, "checkpoint_resume", before_retry=as_the_preemption_left_it)
+    resumed = torchrun(out, "checkpoint_resume")  # a launch run again: from the preemption's files
     assert resumed.returncode == 0, output_of(resumed)
     full = read(uninterrupted, "checkpoint_full")
     for rank, result in zip(RANKS, read(out, "checkpoint_resume")):
@@ -203,10 +195,7 @@ def test_elastic_restart_after_a_sigkill_resumes_and_ends_bit_for_bit(uninterrup
     draw = random.Random(KILL_SEED)
     victim, kill_at = draw.randrange(2), draw.randint(4, 21)  # as the worker draws them
     command_env = {"IGNITE_TEST_KILL_SEED": str(KILL_SEED)}
-    folder = tmp_path / "checkpoints"
-    result = torchrun(
-        tmp_path, "elastic", env=command_env, max_restarts=1, before_retry=lambda: shutil.rmtree(folder, ignore_errors=True)
-    )
+    result = torchrun(tmp_path, "elastic", env=command_env, max_restarts=1)
     assert result.returncode == 0, output_of(result)
     full = read(uninterrupted, "checkpoint_full")
     last_save = (kill_at - 1) // 3 * 3  # saves every 3 iterations; the kill comes before its iteration's save
