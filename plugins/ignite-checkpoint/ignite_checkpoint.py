@@ -270,7 +270,11 @@ def _fsync_directory(directory_fd: int) -> None:
 
 def _serialized(payload: Any) -> memoryview:
     """``torch.save(payload)`` in memory, with room for the checksum in its zip comment (see
-    :func:`_seal`, which fills it in). On the writer thread, from a :class:`_Snapshot`."""
+    :func:`_seal`, which fills it in). On the writer thread, from a :class:`_Snapshot`.
+
+    Whoever holds the view releases it once written (``_Writer._run``): on Python 3.12.0 and
+    3.12.1 the garbage collector crashes the process on a view of a BytesIO left in a reference
+    cycle (CPython gh-111049), which a failed write's traceback makes."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     size = buffer.tell()
@@ -529,12 +533,11 @@ class _BackgroundWriter:
             while (job := self._jobs.get()) is not None:
                 payload, snapshot, path, done, first, written = job
                 del job
+                data = payload if snapshot is None else None  # already serialized without a snapshot
                 try:
                     if first is not None:
                         first()
-                    if snapshot is None:
-                        data = payload
-                    else:
+                    if snapshot is not None:
                         for event in snapshot.events:
                             event.synchronize()  # here, not on the training thread: it releases the GIL
                         snapshot.sources.clear()  # copied: the device may reuse their memory
@@ -547,6 +550,8 @@ class _BackgroundWriter:
                     error.add_note(f"while writing the checkpoint {path} on the ignite-checkpoint-writer thread")
                     self._error = error
                 finally:
+                    if isinstance(data, memoryview):
+                        data.release()  # see _serialized
                     payload = data = snapshot = first = None
                     written.set()
         finally:
@@ -1248,10 +1253,11 @@ class Checkpoint:
         background = self.background_serialization
         if background is None:
             background = _holds_device_tensors(payload)
+        # The previous job first: its snapshot's buffers are the ones this one reuses, and its
+        # error is raised before this save's bytes exist (handed to the writer, which releases them).
+        self._writer.wait()
         snapshot: _Snapshot | None = None
         if background:
-            # The previous job first: its snapshot's buffers are the ones this one reuses.
-            self._writer.wait()
             # Copied here, so the file holds this moment though it is serialized and written later.
             snapshot = _Snapshot(self._buffers)
             data = snapshot.take(payload)

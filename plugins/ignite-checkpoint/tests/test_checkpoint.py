@@ -580,6 +580,29 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file
     assert load_checkpoint(folder / "checkpoint_e0001_i00000002.pt")["trainer"]["current_iteration"] == 2
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_the_bytes_of_a_failed_write_are_released_so_no_traceback_holds_them(
+    tmp_path, ignite_isolated, monkeypatch, background
+):
+    # On Python 3.12.0/3.12.1 a view of a BytesIO kept in a reference cycle (here: the error's
+    # traceback) crashes the process at a later garbage collection (CPython gh-111049).
+    import ignite_checkpoint
+
+    views = []
+
+    def atomic_write(data, path, directory_fd):
+        views.append(data)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ignite_checkpoint, "_atomic_write", atomic_write)
+    trainer, _, _ = small_run(tmp_path / "ckpt", every_iterations=2, background_serialization=background)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.run(1)
+    assert len(views) == 1 and isinstance(views[0], memoryview)
+    with pytest.raises(ValueError, match="released"):
+        views[0].tobytes()
+
+
 def test_resume_without_checkpoints_starts_from_scratch_and_happens_once_per_trainer(tmp_path, ignite_isolated, caplog):
     caplog.set_level(logging.INFO, logger="ignite")
     folder = tmp_path / "new"
