@@ -533,7 +533,7 @@ class _BackgroundWriter:
             while (job := self._jobs.get()) is not None:
                 payload, snapshot, path, done, first, written = job
                 del job
-                data = payload if snapshot is None else None  # already serialized without a snapshot
+                data: Any = payload if snapshot is None else None  # already serialized without a snapshot
                 try:
                     if first is not None:
                         first()
