@@ -91,6 +91,13 @@ _CHECKSUM_PREFIX = b"ignite-checkpoint crc32 "
 _CHECKSUM_SIZE = len(_CHECKSUM_PREFIX) + 8  # 8 hex digits: the CRC-32 of every byte before them
 _READ_CHUNK = 4 * 2**20
 
+_TORCH = tuple(int(part) for part in torch.__version__.split(".")[:2])  # (major, minor)
+# Sharded saves stage through torch.distributed.checkpoint's DefaultStager (torch 2.9 and newer).
+_SHARDED_TORCH = (2, 9)
+# torch 2.11 and 2.12 close a DefaultStager after its first stage (pytorch/pytorch#170431): a
+# later save through it fails, so they get one stager per save (host buffers not reused).
+_STAGER_REUSABLE = not ((2, 11) <= _TORCH < (2, 13))
+
 
 class CheckpointError(Exception):
     """A file cannot be used as a checkpoint (missing, truncated, corrupt, failing its
@@ -714,6 +721,12 @@ class _Sharded:
             for name, obj in objects.items()
             if isinstance(obj, torch.nn.Module) and any(isinstance(p, DTensor) for p in obj.parameters())
         }
+        if self.modules and _TORCH < _SHARDED_TORCH:
+            raise ValueError(
+                f"checkpoint option objects[{next(iter(self.modules))!r}] is sharded (DTensor parameters), and sharded "
+                f"checkpoints need torch {'.'.join(map(str, _SHARDED_TORCH))} or newer (torch.distributed.checkpoint's "
+                f"DefaultStager); this is torch {torch.__version__}: upgrade torch"
+            )
         self.optimizers: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
         for name, obj in objects.items():
             if not isinstance(obj, torch.optim.Optimizer):
@@ -1182,7 +1195,9 @@ class Checkpoint:
         temporary = os.path.join(
             self.dir, f"{_TEMPORARY_PREFIX}{os.path.basename(path)}.{self._sharded_saves}{_TEMPORARY_SUFFIX}"
         )
-        if self._stager is None:
+        if self._stager is None or not _STAGER_REUSABLE:
+            if self._stager is not None:
+                self._stager.close()
             cuda = self._sharded.on_cuda()
             # On the GPU: pinned buffers, non-blocking copies, one wait for them per save.
             self._stager = DefaultStager(StagingOptions(cuda, False, False, cuda))

@@ -145,6 +145,9 @@ def test_mismatched_folders_and_objects_are_refused_by_name_and_nothing_is_remov
         error = found["optimizer_alone"]
         assert "objects['optimizer'] (Adam) optimizes sharded (DTensor) parameters" in error, (rank, error)
         assert "name the model it optimizes in objects" in error
+        error = found["torch_too_old"]
+        assert "objects['model'] is sharded" in error and "need torch 99.0 or newer" in error, (rank, error)
+        assert f"this is torch {torch.__version__}: upgrade torch" in error
 
 
 def test_an_elastic_restart_after_a_sigkill_during_a_background_save_resumes_bit_for_bit(

@@ -244,6 +244,16 @@ def case_mismatch(rank: int, out: str) -> dict:
         Trainer([1], lambda batch: batch, plugins={"checkpoint": {"dir": sharded, "objects": {"optimizer": optimizer}}})
     except PluginError as error:
         result["optimizer_alone"] = f"{error} {error.__cause__}"
+    import ignite_checkpoint
+
+    # As a torch older than sharded saves need would see it.
+    oldest, ignite_checkpoint._SHARDED_TORCH = ignite_checkpoint._SHARDED_TORCH, (99, 0)
+    try:
+        trainer_for(model, optimizer, rank, dir=sharded)
+    except PluginError as error:
+        result["torch_too_old"] = f"{error} {error.__cause__}"
+    finally:
+        ignite_checkpoint._SHARDED_TORCH = oldest
     return result
 
 
