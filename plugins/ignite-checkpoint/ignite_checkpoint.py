@@ -526,7 +526,12 @@ class _BackgroundWriter:
         """Once ``snapshot``'s copies are done, serialize ``payload`` (its result) and write it
         to ``path``, then call ``done``. Without a snapshot, ``payload`` is already serialized
         (:func:`_serialized`). ``first`` runs before all that (a sharded save: wait for its shards)."""
-        self.wait()
+        try:
+            self.wait()
+        except BaseException:
+            if isinstance(payload, memoryview):
+                payload.release()  # the bytes are the writer's from here on (see _serialized)
+            raise
         self._written = threading.Event()
         self._jobs.put((payload, snapshot, path, done, first, self._written))
         if self._thread is None:
@@ -1268,11 +1273,10 @@ class Checkpoint:
         background = self.background_serialization
         if background is None:
             background = _holds_device_tensors(payload)
-        # The previous job first: its snapshot's buffers are the ones this one reuses, and its
-        # error is raised before this save's bytes exist (handed to the writer, which releases them).
-        self._writer.wait()
         snapshot: _Snapshot | None = None
         if background:
+            # The previous job first: its snapshot's buffers are the ones this one reuses.
+            self._writer.wait()
             # Copied here, so the file holds this moment though it is serialized and written later.
             snapshot = _Snapshot(self._buffers)
             data = snapshot.take(payload)
